@@ -1,0 +1,284 @@
+// CPU kernels of the adapter's fused middle: norm + activation in one vectorised pass per row,
+// parallel over rows. Math is float32 whatever the storage dtype; statistics are float32.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "../fastadapter.h"
+
+namespace fastadapter {
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t kLanes = Vec::size();
+
+template <Activation A>
+struct Act;
+
+template <>
+struct Act<Activation::Gelu> {
+  static Vec value(Vec z) { return Vec(0.5f) * z * (Vec(1.f) + (z * Vec(kSqrtHalf)).erf()); }
+  static Vec grad(Vec z) {
+    const Vec cdf = Vec(0.5f) * (Vec(1.f) + (z * Vec(kSqrtHalf)).erf());
+    const Vec pdf = (z * z * Vec(-0.5f)).exp() * Vec(kInvSqrt2Pi);
+    return cdf + z * pdf;
+  }
+};
+
+template <>
+struct Act<Activation::GeluTanh> {
+  static Vec value(Vec z) {
+    const Vec t = (Vec(kSqrt2OverPi) * (z + Vec(kGeluTanhCubic) * z * z * z)).tanh();
+    return Vec(0.5f) * z * (Vec(1.f) + t);
+  }
+  static Vec grad(Vec z) {
+    const Vec t = (Vec(kSqrt2OverPi) * (z + Vec(kGeluTanhCubic) * z * z * z)).tanh();
+    const Vec dinner = Vec(kSqrt2OverPi) * (Vec(1.f) + Vec(3.f * kGeluTanhCubic) * z * z);
+    return Vec(0.5f) * (Vec(1.f) + t) + Vec(0.5f) * z * (Vec(1.f) - t * t) * dinner;
+  }
+};
+
+template <>
+struct Act<Activation::Relu> {
+  static Vec value(Vec z) { return at::vec::maximum(z, Vec(0.f)); }
+  static Vec grad(Vec z) { return Vec::blendv(Vec(0.f), Vec(1.f), z > Vec(0.f)); }
+};
+
+template <>
+struct Act<Activation::Silu> {
+  static Vec value(Vec z) { return z / (Vec(1.f) + z.neg().exp()); }
+  static Vec grad(Vec z) {
+    const Vec s = Vec(1.f) / (Vec(1.f) + z.neg().exp());
+    return s * (Vec(1.f) + z * (Vec(1.f) - s));
+  }
+};
+
+inline float horizontal_sum(Vec v) {
+  float lanes[kLanes];
+  v.store(lanes);
+  float sum = 0.f;
+  for (int64_t i = 0; i < kLanes; ++i) sum += lanes[i];
+  return sum;
+}
+
+// Loads are zero-padded past the row end, so sums over a partial last vector stay correct.
+inline Vec load(const float* p, int64_t j, int64_t r) { return Vec::loadu(p + j, std::min(kLanes, r - j)); }
+inline Vec load_or_zero(const float* p, int64_t j, int64_t r) { return p ? load(p, j, r) : Vec(0.f); }
+inline void store(Vec v, float* p, int64_t j, int64_t r) { v.store(p + j, std::min(kLanes, r - j)); }
+
+template <Norm N>
+void row_statistics(const float* h, int64_t r, float eps, float& mean, float& rstd) {
+  if constexpr (N == Norm::LayerNorm) {
+    Vec sum(0.f);
+    for (int64_t j = 0; j < r; j += kLanes) sum += load(h, j, r);
+    mean = horizontal_sum(sum) / r;
+    Vec sq(0.f);
+    for (int64_t j = 0; j < r; j += kLanes) {
+      const int64_t n = std::min(kLanes, r - j);
+      const Vec d = Vec::set(Vec(0.f), Vec::loadu(h + j, n) - Vec(mean), n);
+      sq += d * d;
+    }
+    rstd = 1.f / std::sqrt(horizontal_sum(sq) / r + eps);
+  } else {
+    Vec sq(0.f);
+    for (int64_t j = 0; j < r; j += kLanes) {
+      const Vec v = load(h, j, r);
+      sq += v * v;
+    }
+    mean = 0.f;
+    rstd = 1.f / std::sqrt(horizontal_sum(sq) / r + eps);
+  }
+}
+
+template <Activation A, Norm N>
+void forward_row(const float* h, const float* w, const float* b, int64_t r, float eps, float* a, float& mean,
+                 float& rstd) {
+  row_statistics<N>(h, r, eps, mean, rstd);
+  const Vec vmean(mean), vrstd(rstd);
+  for (int64_t j = 0; j < r; j += kLanes) {
+    const Vec z = (load(h, j, r) - vmean) * vrstd * load(w, j, r) + load_or_zero(b, j, r);
+    store(Act<A>::value(z), a, j, r);
+  }
+}
+
+// One row of the backward: recomputes a, returns grad_h and adds this row's share of the
+// norm-parameter grads and of sum(grad_h) into acc (3 x r). scratch holds r floats.
+template <Activation A, Norm N>
+void backward_row(const float* grad_a, const float* h, float mean, float rstd, const float* w, const float* b,
+                  int64_t r, float* a, float* grad_h, float* acc, float* scratch) {
+  float* acc_w = acc;
+  float* acc_b = acc + r;
+  float* acc_h = acc + 2 * r;
+  const Vec vmean(mean), vrstd(rstd);
+  Vec sum_g(0.f), sum_gx(0.f);
+  for (int64_t j = 0; j < r; j += kLanes) {
+    const Vec xhat = (load(h, j, r) - vmean) * vrstd;
+    const Vec vw = load(w, j, r);
+    const Vec z = xhat * vw + load_or_zero(b, j, r);
+    store(Act<A>::value(z), a, j, r);
+    const Vec gz = load(grad_a, j, r) * Act<A>::grad(z);  // zero past the row end
+    store(load(acc_w, j, r) + gz * xhat, acc_w, j, r);
+    store(load(acc_b, j, r) + gz, acc_b, j, r);
+    const Vec gxhat = gz * vw;
+    store(gxhat, scratch, j, r);
+    sum_g += gxhat;
+    sum_gx += gxhat * xhat;
+  }
+  const Vec mean_g(N == Norm::LayerNorm ? horizontal_sum(sum_g) / r : 0.f);
+  const Vec mean_gx(horizontal_sum(sum_gx) / r);
+  for (int64_t j = 0; j < r; j += kLanes) {
+    const Vec xhat = (load(h, j, r) - vmean) * vrstd;
+    const Vec gh = vrstd * (load(scratch, j, r) - mean_g - xhat * mean_gx);
+    store(gh, grad_h, j, r);
+    store(load(acc_h, j, r) + gh, acc_h, j, r);
+  }
+}
+
+// Rows are split into at most one chunk per thread; each chunk owns a slice of the partial sums,
+// so parameter grads are deterministic for a given thread count.
+int64_t chunk_count(int64_t rows, int64_t r) {
+  const int64_t min_rows = std::max<int64_t>(1, 16384 / std::max<int64_t>(r, 1));
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (rows + min_rows - 1) / min_rows));
+}
+
+template <typename T>
+const float* row_as_float(const T* row, float* buffer, int64_t r) {
+  if constexpr (std::is_same_v<T, float>) {
+    return row;
+  } else {
+    at::vec::convert(row, buffer, r);
+    return buffer;
+  }
+}
+
+template <typename T>
+float* output_row(T* row, float* buffer) {
+  if constexpr (std::is_same_v<T, float>) {
+    return row;
+  } else {
+    return buffer;
+  }
+}
+
+template <typename T>
+void finish_row(const float* computed, T* row, int64_t r) {
+  if constexpr (!std::is_same_v<T, float>) at::vec::convert(computed, row, r);
+}
+
+template <typename T, Activation A, Norm N>
+void forward_kernel(const at::Tensor& h, const float* w, const float* b, float eps, at::Tensor& a, at::Tensor& mean,
+                    at::Tensor& rstd) {
+  const int64_t rows = h.size(0), r = h.size(1);
+  const T* hp = h.const_data_ptr<T>();
+  T* ap = a.mutable_data_ptr<T>();
+  float* mp = mean.mutable_data_ptr<float>();
+  float* rp = rstd.mutable_data_ptr<float>();
+  at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / r), [&](int64_t begin, int64_t end) {
+    std::vector<float> buffer(std::is_same_v<T, float> ? 0 : 2 * r);
+    for (int64_t i = begin; i < end; ++i) {
+      const float* hrow = row_as_float(hp + i * r, buffer.data(), r);
+      float* arow = output_row(ap + i * r, buffer.data() + r);
+      forward_row<A, N>(hrow, w, b, r, eps, arow, mp[i], rp[i]);
+      finish_row(arow, ap + i * r, r);
+    }
+  });
+}
+
+template <typename T, Activation A, Norm N>
+void backward_kernel(const at::Tensor& grad_a, const at::Tensor& h, const float* mp, const float* rp, const float* w,
+                     const float* b, at::Tensor& a, at::Tensor& grad_h, at::Tensor& partial) {
+  const int64_t rows = h.size(0), r = h.size(1);
+  const int64_t chunks = partial.size(0);
+  const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
+  const T* hp = h.const_data_ptr<T>();
+  const T* gp = grad_a.const_data_ptr<T>();
+  T* ap = a.mutable_data_ptr<T>();
+  T* ghp = grad_h.mutable_data_ptr<T>();
+  float* pp = partial.mutable_data_ptr<float>();
+  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    std::vector<float> buffer(std::is_same_v<T, float> ? r : 5 * r);
+    float* scratch = buffer.data();
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      float* acc = pp + c * 3 * r;
+      const int64_t end = std::min(rows, (c + 1) * rows_per_chunk);
+      for (int64_t i = c * rows_per_chunk; i < end; ++i) {
+        const float* hrow = row_as_float(hp + i * r, scratch + r, r);
+        const float* grow = row_as_float(gp + i * r, scratch + 2 * r, r);
+        float* arow = output_row(ap + i * r, scratch + 3 * r);
+        float* ghrow = output_row(ghp + i * r, scratch + 4 * r);
+        backward_row<A, N>(grow, hrow, mp[i], rp[i], w, b, r, arow, ghrow, acc, scratch);
+        finish_row(arow, ap + i * r, r);
+        finish_row(ghrow, ghp + i * r, r);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cpu(const at::Tensor& h, const at::Tensor& weight,
+                                                                    const std::optional<at::Tensor>& bias,
+                                                                    c10::string_view activation, c10::string_view norm,
+                                                                    double eps) {
+  check_norm_act_inputs(h, weight, bias);
+  const Activation act = parse_activation(std::string(activation));
+  const Norm nrm = parse_norm(std::string(norm));
+  const at::Tensor w = weight.to(at::kFloat).contiguous();
+  const at::Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  at::Tensor a = at::empty_like(h);
+  at::Tensor mean = at::empty({h.size(0)}, h.options().dtype(at::kFloat));
+  at::Tensor rstd = at::empty({h.size(0)}, h.options().dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_forward", [&] {
+    dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
+      forward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>(
+          h, w.const_data_ptr<float>(), b.defined() ? b.const_data_ptr<float>() : nullptr, static_cast<float>(eps),
+          a, mean, rstd);
+    });
+  });
+  return {a, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cpu(
+    const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
+    const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
+    c10::string_view norm) {
+  check_norm_act_inputs(h, weight, bias);
+  TORCH_CHECK(grad_a.sizes() == h.sizes() && grad_a.scalar_type() == h.scalar_type(),
+              "fastadapter: grad_a must match h in shape and dtype");
+  TORCH_CHECK(mean.numel() == h.size(0) && rstd.numel() == h.size(0) && mean.scalar_type() == at::kFloat &&
+                  rstd.scalar_type() == at::kFloat,
+              "fastadapter: mean and rstd must be float32 with one entry per row of h");
+  const Activation act = parse_activation(std::string(activation));
+  const Norm nrm = parse_norm(std::string(norm));
+  const int64_t r = h.size(1);
+  const at::Tensor g = grad_a.contiguous();
+  const at::Tensor m = mean.contiguous(), s = rstd.contiguous();
+  const at::Tensor w = weight.to(at::kFloat).contiguous();
+  const at::Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  at::Tensor a = at::empty_like(h);
+  at::Tensor grad_h = at::empty_like(h);
+  at::Tensor partial = at::zeros({chunk_count(h.size(0), r), 3, r}, h.options().dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_backward", [&] {
+    dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
+      backward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>(
+          g, h, m.const_data_ptr<float>(), s.const_data_ptr<float>(), w.const_data_ptr<float>(),
+          b.defined() ? b.const_data_ptr<float>() : nullptr, a, grad_h, partial);
+    });
+  });
+  const at::Tensor sums = partial.sum(0);
+  return {a, grad_h, sums[0].to(weight.scalar_type()), sums[1].to(weight.scalar_type()),
+          sums[2].to(h.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastadapter, CPU, m) {
+  m.impl("norm_act_forward", &norm_act_forward_cpu);
+  m.impl("norm_act_backward", &norm_act_backward_cpu);
+}
+
+}  // namespace fastadapter

@@ -1,0 +1,175 @@
+"""The adapter op: its composite implementation, autograd and fake kernels, and the public function.
+
+The schemas live in csrc/ops.cpp (TORCH_LIBRARY). Every backend shares this orchestration: the GEMMs
+are ATen's (bias and residual folded into them), and only the fused norm + activation pass differs.
+Forward returns (y, h, mean, rstd); h (empty with recompute=True) and the float32 norm statistics are
+what backward needs, the saved-for-backward contract of every backend, so backends can be mixed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _C  # noqa: F401  (registers the schemas and the native kernels)
+from . import reference
+from .backends import resolve_backend
+
+_lib = torch.library.Library("fastadapter", "FRAGMENT")
+
+
+def _norm_act_forward(backend, h, weight, bias, activation, norm, eps):
+    if backend == "eager":
+        return reference.norm_act_forward(h, weight, bias, activation, norm, eps)
+    if backend == "triton":
+        from .kernels import adapter as triton_adapter
+
+        return triton_adapter.norm_act_forward(h, weight, bias, activation, norm, eps)
+    return torch.ops.fastadapter.norm_act_forward(h, weight, bias, activation, norm, eps)
+
+
+def _norm_act_backward(backend, grad_a, h, mean, rstd, weight, bias, activation, norm, eps):
+    if backend == "eager":
+        return reference.norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation, norm, eps)
+    if backend == "triton":
+        from .kernels import adapter as triton_adapter
+
+        return triton_adapter.norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation, norm)
+    return torch.ops.fastadapter.norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation, norm)
+
+
+def _down(x2, w_down, b_down):
+    return torch.addmm(b_down, x2, w_down.t()) if b_down is not None else x2.mm(w_down.t())
+
+
+def _adapter_forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps, recompute, backend):
+    lead, width, r = x.shape[:-1], x.shape[-1], w_down.shape[0]
+    x2 = x.reshape(-1, width)
+    h = _down(x2, w_down, b_down)
+    a, mean, rstd = _norm_act_forward(backend, h, norm_weight, norm_bias, activation, norm, eps)
+    y = x2 + b_up if b_up is not None else x2.clone(memory_format=torch.contiguous_format)
+    y.addmm_(a, w_up.t())  # residual and bias ride in the GEMM's accumulator
+    saved_h = h.new_empty(0) if recompute else h.view(*lead, r)
+    return y.view(*lead, width), saved_h, mean.view(lead), rstd.view(lead)
+
+
+def _adapter_backward(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up, activation, norm, eps,
+                      recompute, input_grad, backend):
+    width, r = x.shape[-1], w_down.shape[0]
+    gy = grad_y.reshape(-1, width)
+    x2 = x.reshape(-1, width)
+    h2 = _down(x2, w_down, b_down) if recompute else h.reshape(-1, r)
+    grad_a = gy.mm(w_up)
+    a, grad_h, grad_norm_weight, grad_norm_bias, grad_b_down = _norm_act_backward(
+        backend, grad_a, h2, mean.reshape(-1), rstd.reshape(-1), norm_weight, norm_bias, activation, norm, eps)
+    grad_x = torch.addmm(gy, grad_h, w_down).view(x.shape) if input_grad else x.new_empty(0)
+    return (grad_x, grad_h.t().mm(x2), grad_b_down, grad_norm_weight, grad_norm_bias, gy.t().mm(a), gy.sum(0))
+
+
+_lib.impl("adapter_forward", _adapter_forward, "CompositeExplicitAutograd")
+_lib.impl("adapter_backward", _adapter_backward, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("fastadapter::adapter_forward")
+def _adapter_forward_fake(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps, recompute,
+                          backend):
+    lead = x.shape[:-1]
+    h = x.new_empty(0) if recompute else x.new_empty((*lead, w_down.shape[0]))
+    stats = x.new_empty(lead, dtype=torch.float32)
+    return x.new_empty(x.shape), h, stats, stats.new_empty(lead)
+
+
+@torch.library.register_fake("fastadapter::adapter_backward")
+def _adapter_backward_fake(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up, activation, norm,
+                           eps, recompute, input_grad, backend):
+    r = w_down.shape[0]
+    return (x.new_empty(x.shape) if input_grad else x.new_empty(0), w_down.new_empty(w_down.shape),
+            w_down.new_empty(r), norm_weight.new_empty(r), norm_weight.new_empty(r), w_up.new_empty(w_up.shape),
+            w_up.new_empty(w_up.shape[0]))
+
+
+@torch.library.register_fake("fastadapter::norm_act_forward")
+def _norm_act_forward_fake(h, weight, bias, activation, norm, eps):
+    stats = h.new_empty(h.shape[0], dtype=torch.float32)
+    return h.new_empty(h.shape), stats, stats.new_empty(h.shape[0])
+
+
+@torch.library.register_fake("fastadapter::norm_act_backward")
+def _norm_act_backward_fake(grad_a, h, mean, rstd, weight, bias, activation, norm):
+    r = h.shape[1]
+    return h.new_empty(h.shape), h.new_empty(h.shape), weight.new_empty(r), weight.new_empty(r), h.new_empty(r)
+
+
+def _setup_context(ctx, inputs, output):
+    x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps, recompute, backend = inputs
+    _, h, mean, rstd = output
+    ctx.save_for_backward(x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up)
+    ctx.options = (activation, norm, eps, recompute, backend)
+    ctx.has_bias = (b_down is not None, norm_bias is not None, b_up is not None)
+    ctx.mark_non_differentiable(h, mean, rstd)
+
+
+def _backward(ctx, grad_y, _grad_h, _grad_mean, _grad_rstd):
+    x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up = ctx.saved_tensors
+    activation, norm, eps, recompute, backend = ctx.options
+    grads = torch.ops.fastadapter.adapter_backward(
+        grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up, activation, norm, eps, recompute,
+        ctx.needs_input_grad[0], backend)
+    has_b_down, has_norm_bias, has_b_up = ctx.has_bias
+    present = (True, True, has_b_down, True, has_norm_bias, True, has_b_up)
+    wanted = [g if (p and need) else None for g, p, need in zip(grads, present, ctx.needs_input_grad)]
+    return (*wanted, None, None, None, None, None)
+
+
+torch.library.register_autograd("fastadapter::adapter_forward", _backward, setup_context=_setup_context)
+
+
+def check_adapter_inputs(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps):
+    """Raises a clear error naming the first bad argument, before any work."""
+    tensors = {"x": x, "w_down": w_down, "b_down": b_down, "norm_weight": norm_weight, "norm_bias": norm_bias,
+               "w_up": w_up, "b_up": b_up}
+    for name, t in tensors.items():
+        if t is None and name in ("b_down", "norm_bias", "b_up"):
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"fastadapter.adapter: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"fastadapter.adapter: {name} must be a floating-point tensor, got {t.dtype}")
+        if t.dtype != x.dtype:
+            raise TypeError(f"fastadapter.adapter: dtype mismatch: x is {x.dtype} but {name} is {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"fastadapter.adapter: device mismatch: x is on {x.device} but {name} is on {t.device}")
+    if x.dim() == 0:
+        raise ValueError("fastadapter.adapter: x must have shape (..., D), got a 0-d tensor")
+    width = x.shape[-1]
+    if w_down.dim() != 2 or w_down.shape[1] != width:
+        raise ValueError(f"fastadapter.adapter: w_down must have shape (r, D={width}), got {tuple(w_down.shape)}")
+    r = w_down.shape[0]
+    if r == 0:
+        raise ValueError("fastadapter.adapter: the bottleneck size must be at least 1 (w_down has 0 rows)")
+    expected = {"b_down": (r,), "norm_weight": (r,), "norm_bias": (r,), "w_up": (width, r), "b_up": (width,)}
+    for name, shape in expected.items():
+        t = tensors[name]
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"fastadapter.adapter: {name} must have shape {shape} (D={width}, r={r}), "
+                             f"got {tuple(t.shape)}")
+    if activation not in reference.ACTIVATIONS:
+        raise ValueError(f"fastadapter.adapter: unknown activation {activation!r}; expected one of "
+                         f"{reference.ACTIVATIONS}")
+    if norm not in reference.NORMS:
+        raise ValueError(f"fastadapter.adapter: unknown norm {norm!r}; expected one of {reference.NORMS}")
+    if not eps > 0:
+        raise ValueError(f"fastadapter.adapter: eps must be positive, got {eps}")
+
+
+def adapter(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation="gelu", norm="layernorm", eps=1e-5,
+            backend="auto", recompute=False):
+    """y = x + w_up @ act(norm(w_down @ x + b_down)) + b_up over the last dimension of x, fused.
+
+    x: (..., D); w_down: (r, D); b_down, norm_weight, norm_bias: (r,); w_up: (D, r); b_up: (D,). Biases may
+    be None. backend: "auto" | "cpu" | "cuda" | "triton" | "eager". recompute=True saves only x and the
+    norm statistics for backward and recomputes h = w_down @ x + b_down there.
+    """
+    check_adapter_inputs(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps)
+    backend = resolve_backend(backend, x.device)
+    return torch.ops.fastadapter.adapter_forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation,
+                                                 norm, float(eps), bool(recompute), backend)[0]
