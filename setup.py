@@ -8,7 +8,13 @@ import os
 
 import torch
 from setuptools import setup
-from torch.utils import cpp_extension
+
+# torch takes CUDA_HOME from the nvcc on PATH; when that is a wrapper script (as on our machines) the
+# toolkit's libraries are not beside it. Prefer the conventional toolkit root when nothing is set.
+if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and os.path.exists("/usr/local/cuda/bin/nvcc"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+from torch.utils import cpp_extension  # noqa: E402  (reads CUDA_HOME at import)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCHS = "7.5;8.0;9.0+PTX"  # T4, Ampere (SASS runs on all 8.x), Hopper; PTX for newer GPUs

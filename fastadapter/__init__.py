@@ -1,5 +1,7 @@
 """fastadapter: fused residual adapters for fine-tuning Hugging Face BLIP."""
 
+import torch  # noqa: F401  (loads libtorch, which fastadapter._C links against)
+
 try:
     from . import _C  # noqa: F401
 except ImportError as error:  # pragma: no cover - only without a build
@@ -13,3 +15,13 @@ from .ops import adapter
 
 __all__ = ["adapter", "backends", "BackendInfo", "BackendUnavailableError"]
 __version__ = "0.1.0"
+
+from .config import AdapterConfig
+from .io import AdapterFileError, load_adapters, save_adapters
+from .modules import Adapter
+from .patching import AlreadyPatchedError, UnsupportedModelError, adapters, patch, unpatch
+from .summary import TrainableSummary, trainable_summary
+
+__all__ += ["AdapterConfig", "Adapter", "patch", "unpatch", "adapters", "save_adapters", "load_adapters",
+            "AdapterFileError", "AlreadyPatchedError", "UnsupportedModelError", "trainable_summary",
+            "TrainableSummary"]

@@ -15,6 +15,7 @@ from . import reference
 from .backends import resolve_backend
 
 _lib = torch.library.Library("fastadapter", "FRAGMENT")
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _norm_act_forward(backend, h, weight, bias, activation, norm, eps):
@@ -29,7 +30,7 @@ def _norm_act_forward(backend, h, weight, bias, activation, norm, eps):
 
 def _norm_act_backward(backend, grad_a, h, mean, rstd, weight, bias, activation, norm, eps):
     if backend == "eager":
-        return reference.norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation, norm, eps)
+        return reference.norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation, norm)
     if backend == "triton":
         from .kernels import adapter as triton_adapter
 
@@ -134,6 +135,9 @@ def check_adapter_inputs(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, 
             raise TypeError(f"fastadapter.adapter: {name} must be a torch.Tensor, got {type(t).__name__}")
         if not t.is_floating_point():
             raise TypeError(f"fastadapter.adapter: {name} must be a floating-point tensor, got {t.dtype}")
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"fastadapter.adapter: {name} is {t.dtype}; supported dtypes are float32, bfloat16 and "
+                            "float16 (the kernels compute in float32; use fastadapter.reference for float64)")
         if t.dtype != x.dtype:
             raise TypeError(f"fastadapter.adapter: dtype mismatch: x is {x.dtype} but {name} is {t.dtype}")
         if t.device != x.device:

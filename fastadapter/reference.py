@@ -41,21 +41,26 @@ def adapter(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation="g
 
 
 def norm_act_forward(h, weight, bias, activation: str, norm: str, eps: float):
-    """The fused middle of the adapter, unfused: returns (a, mean, rstd) as the kernels do."""
+    """The fused middle of the adapter, unfused, in float32 as the kernels do: returns (a, mean, rstd)
+    with one float32 statistic per row of h (mean is 0 for RMSNorm)."""
     hf = h.float()
     mean = hf.mean(-1) if norm == "layernorm" else hf.new_zeros(hf.shape[:-1])
-    var = (hf - mean[..., None]).pow(2).mean(-1)
-    rstd = torch.rsqrt(var + eps)
-    a = activate(normalize(h, weight, bias, norm, eps), activation)
-    return a, mean, rstd
+    rstd = torch.rsqrt((hf - mean[..., None]).pow(2).mean(-1) + eps)
+    z = (hf - mean[..., None]) * rstd[..., None] * weight.float() + (bias.float() if bias is not None else 0.0)
+    return activate(z, activation).to(h.dtype), mean, rstd
 
 
-def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm: str, eps: float):
-    """Backward of norm_act_forward by autograd: returns (a, grad_h, grad_weight, grad_bias, grad_h_sum)."""
+def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm: str):
+    """Backward of norm_act_forward from the saved statistics, in float32, written out as the kernels do:
+    returns (a, grad_h, grad_weight, grad_bias, grad_h_sum)."""
+    xhat = (h.float() - mean[:, None]) * rstd[:, None]
+    z = xhat * weight.float() + (bias.float() if bias is not None else 0.0)
     with torch.enable_grad():
-        h = h.detach().requires_grad_()
-        weight = weight.detach().requires_grad_()
-        bias_in = bias.detach().requires_grad_() if bias is not None else weight.new_zeros(weight.shape, requires_grad=True)
-        a = activate(normalize(h, weight, bias_in, norm, eps), activation)
-        grad_h, grad_weight, grad_bias = torch.autograd.grad(a, (h, weight, bias_in), grad_a)
-    return a.detach(), grad_h, grad_weight, grad_bias, grad_h.sum(0)
+        z = z.detach().requires_grad_()
+        a = activate(z, activation)
+        (grad_z,) = torch.autograd.grad(a, z, grad_a.float())
+    grad_xhat = grad_z * weight.float()
+    centred = grad_xhat - grad_xhat.mean(-1, keepdim=True) if norm == "layernorm" else grad_xhat
+    grad_h = rstd[:, None] * (centred - xhat * (grad_xhat * xhat).mean(-1, keepdim=True))
+    return (a.detach().to(h.dtype), grad_h.to(h.dtype), (grad_z * xhat).sum(0).to(weight.dtype),
+            grad_z.sum(0).to(weight.dtype), grad_h.sum(0).to(h.dtype))

@@ -1,0 +1,1 @@
+"""Triton kernels of fastadapter, installed as fastadapter.kernels."""

@@ -269,9 +269,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
           b.defined() ? b.const_data_ptr<float>() : nullptr, a, grad_h, partial);
     });
   });
+  // Outputs must not alias: each grad is its own copy of a row of the reduced sums.
   const at::Tensor sums = partial.sum(0);
-  return {a, grad_h, sums[0].to(weight.scalar_type()), sums[1].to(weight.scalar_type()),
-          sums[2].to(h.scalar_type())};
+  return {a, grad_h, sums[0].to(weight.scalar_type(), false, true), sums[1].to(weight.scalar_type(), false, true),
+          sums[2].to(h.scalar_type(), false, true)};
 }
 
 }  // namespace

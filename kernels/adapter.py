@@ -1,0 +1,168 @@
+"""Triton kernels of the adapter's fused middle: norm + activation forward and backward.
+
+Same contract as csrc/ (fastadapter::norm_act_forward / norm_act_backward): h is (rows, r) contiguous,
+math in float32 (every load is upcast at once), statistics in float32. A program owns a block of rows
+and all r columns; parameter grads are reduced per program, then across programs by torch.sum, so they
+are deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+ACTIVATION_IDS = {"gelu": 0, "gelu_tanh": 1, "relu": 2, "silu": 3}
+SQRT_HALF = 0.7071067811865476
+INV_SQRT_2PI = 0.3989422804014327
+SQRT_2_OVER_PI = 0.7978845608028654
+GELU_TANH_CUBIC = 0.044715
+
+
+@triton.jit
+def _tanh(x):
+    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+
+
+@triton.jit
+def _activation(z, ACT: tl.constexpr):
+    """(act(z), act'(z))."""
+    if ACT == 0:
+        cdf = 0.5 * (1.0 + tl.math.erf(z * SQRT_HALF))
+        return z * cdf, cdf + z * tl.exp(-0.5 * z * z) * INV_SQRT_2PI
+    elif ACT == 1:
+        t = _tanh(SQRT_2_OVER_PI * (z + GELU_TANH_CUBIC * z * z * z))
+        grad = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_CUBIC * z * z)
+        return 0.5 * z * (1.0 + t), grad
+    elif ACT == 2:
+        return tl.maximum(z, 0.0), tl.where(z > 0.0, 1.0, 0.0)
+    else:
+        s = 1.0 / (1.0 + tl.exp(-z))
+        return z * s, s * (1.0 + z * (1.0 - s))
+
+
+@triton.jit
+def _forward_kernel(H, W, B, A, MEAN, RSTD, rows, r, eps, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                    LAYERNORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_r = tl.arange(0, BLOCK_R)
+    mask_m = offs_m < rows
+    mask_r = offs_r < r
+    mask = mask_m[:, None] & mask_r[None, :]
+    offsets = offs_m[:, None] * r + offs_r[None, :]
+    h = tl.load(H + offsets, mask=mask, other=0.0).to(tl.float32)
+    if LAYERNORM:
+        mean = tl.sum(h, axis=1) / r
+        centred = tl.where(mask, h - mean[:, None], 0.0)
+    else:
+        mean = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        centred = h
+    rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / r + eps)
+    w = tl.load(W + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+    z = centred * rstd[:, None] * w[None, :]
+    if HAS_BIAS:
+        z += tl.load(B + offs_r, mask=mask_r, other=0.0).to(tl.float32)[None, :]
+    a, _ = _activation(z, ACT)
+    tl.store(A + offsets, a.to(A.dtype.element_ty), mask=mask)
+    tl.store(MEAN + offs_m, mean, mask=mask_m)
+    tl.store(RSTD + offs_m, rstd, mask=mask_m)
+
+
+@triton.jit
+def _backward_kernel(GA, H, MEAN, RSTD, W, B, A, GH, PARTIAL, rows, r, rows_per_program,
+                     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, LAYERNORM: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr):
+    pid = tl.program_id(0)
+    offs_r = tl.arange(0, BLOCK_R)
+    mask_r = offs_r < r
+    w = tl.load(W + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+    b = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+    acc_w = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    acc_b = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    acc_h = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    start = pid * rows_per_program
+    for first in range(start, start + rows_per_program, BLOCK_M):
+        offs_m = first + tl.arange(0, BLOCK_M)
+        mask_m = offs_m < rows
+        mask = mask_m[:, None] & mask_r[None, :]
+        offsets = offs_m[:, None] * r + offs_r[None, :]
+        h = tl.load(H + offsets, mask=mask, other=0.0).to(tl.float32)
+        grad_a = tl.load(GA + offsets, mask=mask, other=0.0).to(tl.float32)
+        mean = tl.load(MEAN + offs_m, mask=mask_m, other=0.0)
+        rstd = tl.load(RSTD + offs_m, mask=mask_m, other=0.0)
+        xhat = (h - mean[:, None]) * rstd[:, None]
+        a, slope = _activation(xhat * w[None, :] + b[None, :], ACT)
+        grad_z = grad_a * slope  # zero outside the mask, since grad_a is
+        acc_w += tl.sum(grad_z * xhat, axis=0)
+        acc_b += tl.sum(grad_z, axis=0)
+        grad_xhat = grad_z * w[None, :]
+        mean_gx = tl.sum(grad_xhat * xhat, axis=1) / r
+        if LAYERNORM:
+            mean_g = tl.sum(grad_xhat, axis=1) / r
+            grad_h = rstd[:, None] * (grad_xhat - mean_g[:, None] - xhat * mean_gx[:, None])
+        else:
+            grad_h = rstd[:, None] * (grad_xhat - xhat * mean_gx[:, None])
+        grad_h = tl.where(mask, grad_h, 0.0)
+        acc_h += tl.sum(grad_h, axis=0)
+        tl.store(A + offsets, a.to(A.dtype.element_ty), mask=mask)
+        tl.store(GH + offsets, grad_h.to(GH.dtype.element_ty), mask=mask)
+    out = PARTIAL + pid * 3 * r + offs_r
+    tl.store(out, acc_w, mask=mask_r)
+    tl.store(out + r, acc_b, mask=mask_r)
+    tl.store(out + 2 * r, acc_h, mask=mask_r)
+
+
+def _blocks(r: int) -> tuple[int, int]:
+    block_r = triton.next_power_of_2(r)
+    return max(1, min(64, 4096 // block_r)), block_r
+
+
+def _check(h, weight, bias):
+    if h.dim() != 2 or not h.is_contiguous():
+        raise ValueError(f"fastadapter triton: h must be a contiguous 2-D tensor, got shape {tuple(h.shape)}")
+    r = h.shape[1]
+    for name, t in (("norm weight", weight), ("norm bias", bias)):
+        if t is not None and tuple(t.shape) != (r,):
+            raise ValueError(f"fastadapter triton: {name} must have shape ({r},), got {tuple(t.shape)}")
+
+
+def norm_act_forward(h, weight, bias, activation: str, norm: str, eps: float):
+    _check(h, weight, bias)
+    rows, r = h.shape
+    a = torch.empty_like(h)
+    mean = torch.empty(rows, device=h.device, dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    if rows:
+        block_m, block_r = _blocks(r)
+        _forward_kernel[(triton.cdiv(rows, block_m),)](
+            h, weight, bias if bias is not None else weight, a, mean, rstd, rows, r, eps, HAS_BIAS=bias is not None,
+            ACT=ACTIVATION_IDS[activation], LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r)
+    return a, mean, rstd
+
+
+def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm: str):
+    _check(h, weight, bias)
+    rows, r = h.shape
+    grad_a = grad_a.contiguous()
+    a, grad_h = torch.empty_like(h), torch.empty_like(h)
+    block_m, block_r = _blocks(r)
+    blocks = triton.cdiv(rows, block_m)
+    programs = max(1, min(blocks, 4 * _processor_count(h.device)))
+    rows_per_program = triton.cdiv(blocks, programs) * block_m
+    partial = torch.zeros(programs, 3, r, device=h.device, dtype=torch.float32)
+    if rows:
+        _backward_kernel[(programs,)](
+            grad_a, h, mean.contiguous(), rstd.contiguous(), weight, bias if bias is not None else weight, a, grad_h,
+            partial, rows, r, rows_per_program, HAS_BIAS=bias is not None, ACT=ACTIVATION_IDS[activation],
+            LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r)
+    sums = partial.sum(0)  # outputs must not alias: each grad is a copy
+    return (a, grad_h, sums[0].to(weight.dtype, copy=True), sums[1].to(weight.dtype, copy=True),
+            sums[2].to(h.dtype, copy=True))
+
+
+def _processor_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 2  # the interpreter: few programs, so each runs many rows

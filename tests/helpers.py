@@ -1,0 +1,44 @@
+import torch
+
+import fastadapter
+from fastadapter import reference
+
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+
+
+def cpu_backends():
+    """Backends that run on CPU tensors here (triton only through the interpreter)."""
+    return [name for name, info in fastadapter.backends().items() if info.available and "cpu" in info.devices]
+
+
+def make_inputs(tokens, width, r, dtype=torch.float32, lead=(), biases=True, scale=1.0):
+    """Fresh random adapter inputs in float64: x, w_down, b_down, norm_weight, norm_bias, w_up, b_up."""
+    f64 = dict(dtype=torch.float64)
+    x = torch.randn(*lead, tokens, width, **f64) * scale
+    params = [torch.randn(r, width, **f64) / width ** 0.5, torch.randn(r, **f64) * 0.1 if biases else None,
+              1 + 0.1 * torch.randn(r, **f64), 0.1 * torch.randn(r, **f64) if biases else None,
+              torch.randn(width, r, **f64) / r ** 0.5, torch.randn(width, **f64) * 0.1 if biases else None]
+    return [x, *params]
+
+
+def cast(tensors, dtype, requires_grad=True):
+    return [None if t is None else t.detach().to(dtype).requires_grad_(requires_grad) for t in tensors]
+
+
+def reference_outputs(inputs64, grad_y, activation="gelu", norm="layernorm"):
+    """y and the gradient of every input, by autograd through the float64 reference."""
+    leaves = cast(inputs64, torch.float64)
+    y = reference.adapter(*leaves, activation=activation, norm=norm)
+    present = [t for t in leaves if t is not None]
+    grads = iter(torch.autograd.grad(y, present, grad_y.to(torch.float64)))
+    return y.detach(), [None if t is None else next(grads) for t in leaves]
+
+
+def assert_close(actual, expected, tol, what):
+    """Normwise relative error: max|actual - expected| <= tol * max|expected|. Inputs are unit scale, so a
+    magnitude under 1e-6 only arises where the exact value is zero (e.g. LayerNorm over r=1 features):
+    there the float64 reference is rounding noise, and the bound uses 1e-6 instead."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    err = (actual.double() - expected).abs().max().item() if expected.numel() else 0.0
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    assert err <= tol * max(scale, 1e-6), f"{what}: error {err:.3e} > {tol:.0e} x {scale:.3e}"

@@ -1,0 +1,155 @@
+"""The fused adapter op against the float64 eager reference: values and every gradient."""
+
+import pytest
+import torch
+
+import fastadapter
+from fastadapter import reference
+from helpers import TOLERANCE, assert_close, cast, cpu_backends, make_inputs, reference_outputs
+
+BACKENDS = cpu_backends()
+NAMES = ("x", "w_down", "b_down", "norm_weight", "norm_bias", "w_up", "b_up")
+
+
+def check_against_reference(backend, inputs64, dtype, activation="gelu", norm="layernorm", recompute=False):
+    grad_y = torch.randn_like(inputs64[0])
+    y_ref, grads_ref = reference_outputs(inputs64, grad_y, activation, norm)
+    leaves = cast(inputs64, dtype)
+    y = fastadapter.adapter(*leaves, activation=activation, norm=norm, backend=backend, recompute=recompute)
+    assert y.dtype == dtype
+    present = [t for t in leaves if t is not None]
+    grads = iter(torch.autograd.grad(y, present, grad_y.to(dtype)))
+    tol = TOLERANCE[dtype]
+    assert_close(y, y_ref, tol, "y")
+    for name, leaf, expected in zip(NAMES, leaves, grads_ref):
+        if leaf is not None:
+            assert_close(next(grads), expected, tol, f"grad {name}")
+
+
+SIZES = [(1, 64, 48), (7, 64, 1), (7, 768, 300), (1000, 64, 256), (1000, 768, 48), (7, 64, 256), (1000, 768, 256)]
+# The Triton interpreter is slow on CPU: it gets the sizes up to 1000 x 64 x 256 here; the GPU run has all.
+SIZE_CASES = [(b, *size) for b in BACKENDS for size in SIZES if b != "triton" or size[0] * size[1] * size[2] <= 2 ** 24]
+
+
+@pytest.mark.parametrize("backend,tokens,width,r", SIZE_CASES)
+def test_sizes_float32(backend, tokens, width, r):
+    check_against_reference(backend, make_inputs(tokens, width, r), torch.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("activation", reference.ACTIVATIONS)
+@pytest.mark.parametrize("norm", reference.NORMS)
+def test_activations_and_norms(backend, activation, norm):
+    check_against_reference(backend, make_inputs(13, 64, 37, lead=(2,)), torch.float32, activation, norm)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision(backend, dtype):
+    check_against_reference(backend, make_inputs(57, 768, 256), dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_biases_and_recompute(backend):
+    check_against_reference(backend, make_inputs(9, 64, 20, biases=False), torch.float32, norm="rmsnorm")
+    check_against_reference(backend, make_inputs(9, 64, 20), torch.float32, recompute=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_one_dimensional_and_non_contiguous(backend):
+    width, r = 64, 16
+    x, *params = cast(make_inputs(5, width, r), torch.float32)
+    empty = fastadapter.adapter(x[:0], *params, backend=backend)
+    assert empty.shape == (0, width)
+    empty.sum().backward()
+    assert params[0].grad is not None and torch.count_nonzero(params[0].grad) == 0
+
+    single = fastadapter.adapter(x.detach()[0], *params, backend=backend)
+    expected = reference.adapter(x.detach()[0], *params)
+    assert single.shape == (width,)
+    torch.testing.assert_close(single, expected, rtol=1e-5, atol=1e-5)
+
+    wide = torch.randn(width, 5, dtype=torch.float32)
+    strided = wide.t()  # (5, width), not contiguous
+    assert not strided.is_contiguous()
+    torch.testing.assert_close(fastadapter.adapter(strided, *params, backend=backend),
+                               reference.adapter(strided, *params), rtol=1e-5, atol=1e-5)
+
+
+def test_default_init_is_identity():
+    module = fastadapter.Adapter(64, fastadapter.AdapterConfig(bottleneck=16))
+    x = torch.randn(3, 5, 64)
+    assert torch.equal(module(x), x)
+
+
+@pytest.mark.parametrize("forward_backend", BACKENDS)
+@pytest.mark.parametrize("backward_backend", BACKENDS)
+def test_backends_share_the_saved_tensor_contract(forward_backend, backward_backend):
+    x, *params = cast(make_inputs(11, 64, 24), torch.float32, requires_grad=False)
+    options = ("gelu", "layernorm", 1e-5)
+    y, h, mean, rstd = torch.ops.fastadapter.adapter_forward(x, *params, *options, False, forward_backend)
+    grad_y = torch.randn_like(y)
+    mixed = torch.ops.fastadapter.adapter_backward(grad_y, x, h, mean, rstd, *params[:5], *options, False, True,
+                                                   backward_backend)
+    _, h0, mean0, rstd0 = torch.ops.fastadapter.adapter_forward(x, *params, *options, False, "eager")
+    torch.testing.assert_close(h, h0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mean, mean0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rstd, rstd0, rtol=1e-5, atol=1e-6)
+    plain = torch.ops.fastadapter.adapter_backward(grad_y, x, h0, mean0, rstd0, *params[:5], *options, False, True,
+                                                   "eager")
+    for got, expected in zip(mixed, plain):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_opcheck(backend, recompute):
+    x, *params = cast(make_inputs(6, 32, 8, lead=(2,)), torch.float32)
+    args = (x, *params, "silu", "layernorm", 1e-5, recompute, backend)
+    torch.library.opcheck(torch.ops.fastadapter.adapter_forward.default, args)
+    h = torch.randn(12, 8)
+    weight, bias = torch.randn(8), torch.randn(8)
+    torch.library.opcheck(torch.ops.fastadapter.norm_act_forward.default, (h, weight, bias, "gelu", "rmsnorm", 1e-5))
+    if backend == "cpu":
+        a, mean, rstd = torch.ops.fastadapter.norm_act_forward(h, weight, bias, "gelu", "layernorm", 1e-5)
+        torch.library.opcheck(torch.ops.fastadapter.norm_act_backward.default,
+                              (torch.randn_like(h), h, mean, rstd, weight, bias, "gelu", "layernorm"))
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
+def test_torch_compile_fullgraph(backend):
+    torch._dynamo.reset()
+    module = fastadapter.Adapter(64, fastadapter.AdapterConfig(bottleneck=24, init="normal", backend=backend))
+
+    def step(x):
+        return (module(x) * torch.sin(x)).sum()
+
+    x = torch.randn(2, 9, 64, requires_grad=True)
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    loss = compiled(x)
+    loss.backward()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in module.parameters()]
+    x.grad = None
+    module.zero_grad()
+    expected = step(x)
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(grads, [x.grad] + [p.grad for p in module.parameters()]):
+        torch.testing.assert_close(got, want)
+
+
+def test_inductor_compiles_through_the_op():
+    torch._dynamo.reset()
+    module = fastadapter.Adapter(32, fastadapter.AdapterConfig(bottleneck=8, init="normal", backend="cpu"))
+    x = torch.randn(4, 32)
+    compiled = torch.compile(lambda t: module(t).relu(), fullgraph=True)
+    torch.testing.assert_close(compiled(x), module(x).relu())
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
+def test_input_grad_skipped_when_not_needed(backend):
+    x, *params = cast(make_inputs(5, 32, 8), torch.float32)
+    x.requires_grad_(False)
+    y = fastadapter.adapter(x, *params, backend=backend)
+    y.sum().backward()
+    assert x.grad is None and all(p.grad is not None for p in params)
