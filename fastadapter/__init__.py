@@ -21,6 +21,7 @@ from .io import AdapterFileError, load_adapters, save_adapters
 from .modules import Adapter
 from .patching import AlreadyPatchedError, UnsupportedModelError, adapters, patch, unpatch
 from .summary import TrainableSummary, trainable_summary
+from . import demo  # noqa: E402
 
 __all__ += ["AdapterConfig", "Adapter", "patch", "unpatch", "adapters", "save_adapters", "load_adapters",
             "AdapterFileError", "AlreadyPatchedError", "UnsupportedModelError", "trainable_summary",

@@ -1,0 +1,116 @@
+"""Every bad input gets a clear error naming the problem, raised before any work."""
+
+import re
+
+import pytest
+import torch
+
+import fastadapter
+from fastadapter import backends as backends_module
+from fastadapter.backends import BackendInfo, BackendUnavailableError
+from helpers import cast, make_inputs
+
+
+def inputs(dtype=torch.float32):
+    return cast(make_inputs(5, 32, 8), dtype, requires_grad=False)
+
+
+def call(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, **kw):
+    return fastadapter.adapter(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, **kw)
+
+
+@pytest.mark.parametrize("index,bad,message", [
+    (0, torch.randn(5, 31), r"w_down must have shape \(r, D=31\)"),
+    (1, torch.randn(8, 33), r"w_down must have shape \(r, D=32\)"),
+    (2, torch.randn(9), r"b_down must have shape \(8,\)"),
+    (3, torch.randn(7), r"norm_weight must have shape \(8,\)"),
+    (4, torch.randn(8, 1), r"norm_bias must have shape \(8,\)"),
+    (5, torch.randn(8, 32), r"w_up must have shape \(32, 8\)"),
+    (6, torch.randn(31), r"b_up must have shape \(32,\)"),
+])
+def test_mismatched_shapes(index, bad, message):
+    args = inputs()
+    args[index] = bad
+    with pytest.raises(ValueError, match=message):
+        call(*args)
+
+
+def test_mismatched_dtype():
+    args = inputs()
+    args[5] = args[5].to(torch.bfloat16)
+    with pytest.raises(TypeError, match="dtype mismatch: x is torch.float32 but w_up is torch.bfloat16"):
+        call(*args)
+
+
+def test_float64_is_refused_with_a_pointer():
+    with pytest.raises(TypeError, match="supported dtypes are float32, bfloat16 and float16"):
+        call(*inputs(torch.float64))
+
+
+def test_non_floating_input():
+    args = inputs()
+    args[0] = torch.ones(5, 32, dtype=torch.int64)
+    with pytest.raises(TypeError, match="x must be a floating-point tensor, got torch.int64"):
+        call(*args)
+
+
+def test_mismatched_device():
+    args = inputs()
+    args[1] = args[1].to("meta")
+    with pytest.raises(ValueError, match="device mismatch: x is on cpu but w_down is on meta"):
+        call(*args)
+
+
+def test_zero_bottleneck():
+    args = cast(make_inputs(5, 32, 1), torch.float32, requires_grad=False)
+    args[1], args[2], args[3], args[4], args[5] = (torch.empty(0, 32), torch.empty(0), torch.empty(0), torch.empty(0),
+                                                   torch.empty(32, 0))
+    with pytest.raises(ValueError, match="bottleneck size must be at least 1"):
+        call(*args)
+    with pytest.raises(ValueError, match="bottleneck must be a positive integer"):
+        fastadapter.AdapterConfig(bottleneck=0)
+
+
+def test_unknown_activation_and_norm():
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        call(*inputs(), activation="swish")
+    with pytest.raises(ValueError, match="unknown norm 'batchnorm'"):
+        call(*inputs(), norm="batchnorm")
+    with pytest.raises(ValueError, match="unknown activation"):
+        fastadapter.AdapterConfig(activation="tanh")
+    with pytest.raises(ValueError, match="unknown norm"):
+        fastadapter.AdapterConfig(norm="groupnorm")
+
+
+def test_native_kernels_check_names_too():
+    h = torch.randn(4, 8)
+    with pytest.raises(RuntimeError, match="unknown activation 'swish'"):
+        torch.ops.fastadapter.norm_act_forward(h, torch.ones(8), None, "swish", "layernorm", 1e-5)
+    with pytest.raises(RuntimeError, match=r"norm weight must have shape \(8,\)"):
+        torch.ops.fastadapter.norm_act_forward(h, torch.ones(7), None, "gelu", "layernorm", 1e-5)
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        call(*inputs(), backend="tpu")
+
+
+def test_missing_backend_says_why(monkeypatch):
+    if torch.cuda.is_available():  # a GPU machine has it: stand in a missing build
+        monkeypatch.setitem(backends_module._INFO, "cuda", BackendInfo("cuda", False, (), "not built (test)"))
+    info = fastadapter.backends()["cuda"]
+    assert not info.available
+    with pytest.raises(BackendUnavailableError, match=re.escape("backend 'cuda' is not available: " + info.reason)):
+        call(*inputs(), backend="cuda")
+
+
+def test_backend_on_the_wrong_device():
+    with pytest.raises(BackendUnavailableError, match="does not run on meta tensors"):
+        call(*[t.to("meta") for t in inputs()], backend="cpu")
+
+
+def test_backends_report():
+    report = fastadapter.backends()
+    assert set(report) == {"cpu", "cuda", "triton", "eager"}
+    assert report["cpu"].available and report["eager"].available
+    assert all(info.reason for info in report.values())

@@ -1,0 +1,38 @@
+"""The command line and the README's commands."""
+
+import pathlib
+import subprocess
+import sys
+
+import fastadapter
+from fastadapter import cli
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert command in (ROOT / "README.md").read_text()
+
+
+def test_backends_command(capsys):
+    assert cli.main(["backends"]) == 0
+    out = capsys.readouterr().out
+    for name, info in fastadapter.backends().items():
+        assert name in out and info.reason in out
+
+
+def test_demo_runs_and_fused_matches_eager(capsys):
+    results = fastadapter.demo.run(steps=2, batch_size=1, image_size=96, bottleneck=16)
+    eager, fused = results
+    assert eager["trainable"] == fused["trainable"] == 24 * (2 * 768 * 16 + 3 * 16 + 768)
+    assert len(eager["losses"]) == 2
+    for a, b in zip(eager["losses"], fused["losses"]):
+        assert abs(a - b) <= 1e-4 * abs(a)
+    assert "161,323,580" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_refused():
+    result = subprocess.run([sys.executable, "-m", "fastadapter.cli", "demo", "--steps", "0"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "--steps must be at least 1" in result.stderr

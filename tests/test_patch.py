@@ -1,0 +1,212 @@
+"""patch / unpatch / save / load on tiny configs of every supported class."""
+
+import copy
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import fastadapter
+from blip_fixtures import LAYERS, MODEL_NAMES, build, inputs
+from fastadapter import AdapterConfig, AdapterFileError, AlreadyPatchedError, UnsupportedModelError
+
+SMALL = AdapterConfig(bottleneck=8)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_patch_is_exact_and_unpatch_restores(name):
+    model, towers, output = build(name)
+    model.eval()
+    before_keys = list(model.state_dict())
+    with torch.no_grad():
+        expected = output(model)
+    fastadapter.patch(model, SMALL)
+    summary = fastadapter.trainable_summary(model)
+    assert {t.tower: t.adapters for t in summary.towers if t.adapters} == {t: LAYERS[t] for t in towers}
+    assert all(not p.requires_grad for n, p in model.named_parameters() if ".adapter." not in n)
+    assert summary.trainable == sum(p.numel() for n, p in model.named_parameters() if ".adapter." in n) > 0
+    with torch.no_grad():
+        assert torch.equal(output(model), expected)  # zero up-projection: bit-identical
+    fastadapter.unpatch(model)
+    assert list(model.state_dict()) == before_keys
+    assert all(p.requires_grad for p in model.parameters())
+    assert not any("adapter" in n for n, _ in model.named_modules())
+    with torch.no_grad():
+        assert torch.equal(output(model), expected)
+
+
+def test_base_keys_are_unchanged_by_patching():
+    model, _, _ = build("BlipForConditionalGeneration")
+    base = set(model.state_dict())
+    fastadapter.patch(model, SMALL)
+    patched = set(model.state_dict())
+    assert base <= patched and all(".adapter." in k for k in patched - base)
+
+
+def test_patch_chosen_towers_and_overrides():
+    model, _, _ = build("BlipForQuestionAnswering")
+    fastadapter.patch(model, SMALL, towers=("text_decoder",), activation="silu")
+    sites = fastadapter.adapters(model)
+    assert len(sites) == LAYERS["text_decoder"] and all("text_decoder" in name for name in sites)
+    assert all(a.config.activation == "silu" for a in sites.values())
+
+
+def test_patch_twice():
+    model, _, _ = build("BlipForConditionalGeneration")
+    fastadapter.patch(model, SMALL)
+    first = fastadapter.adapters(model)
+    assert fastadapter.patch(model, SMALL) is model  # same config: no-op
+    assert fastadapter.adapters(model) == first
+    with pytest.raises(AlreadyPatchedError, match="already patched"):
+        fastadapter.patch(model, SMALL.replace(bottleneck=4))
+    fastadapter.unpatch(model)
+    fastadapter.patch(model, SMALL.replace(bottleneck=4))
+    assert all(a.config.bottleneck == 4 for a in fastadapter.adapters(model).values())
+
+
+def test_unsupported_model():
+    with pytest.raises(UnsupportedModelError, match="BlipForConditionalGeneration.*got Sequential"):
+        fastadapter.patch(nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="not patched"):
+        fastadapter.unpatch(build("BlipVisionModel")[0])
+
+
+def test_generate_after_patching():
+    model, _, _ = build("BlipForConditionalGeneration")
+    model.eval()
+    pixels = inputs()["pixel_values"]
+    expected = model.generate(pixel_values=pixels, max_new_tokens=5)
+    fastadapter.patch(model, SMALL)
+    assert torch.equal(model.generate(pixel_values=pixels, max_new_tokens=5), expected)
+    fastadapter.patch(fastadapter.unpatch(model), SMALL.replace(init="normal"))
+    assert model.generate(pixel_values=pixels, max_new_tokens=5).shape[0] == pixels.shape[0]
+
+
+@pytest.mark.parametrize("name", ["BlipForConditionalGeneration", "BlipForImageTextRetrieval", "BlipVisionModel"])
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_training_step_changes_adapters_and_nothing_else(name, backend):
+    model, _, output = build(name)
+    fastadapter.patch(model, SMALL.replace(init="normal", backend=backend))
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.5)
+    output(model).backward()
+    optimizer.step()
+    for n, p in model.named_parameters():
+        changed = not torch.equal(p, before[n])
+        if ".adapter." in n:
+            assert p.grad is not None, n
+        else:
+            assert not changed and p.grad is None, f"base parameter {n} changed"
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if ".up." in n)
+
+
+def test_fused_and_reference_adapters_train_the_same():
+    grads = {}
+    for backend in ("cpu", "reference"):
+        model, _, output = build("BlipForConditionalGeneration")
+        fastadapter.patch(model, SMALL.replace(init="normal", backend=backend))
+        torch.manual_seed(1)
+        for a in fastadapter.adapters(model).values():
+            a.reset_parameters()
+        model.eval()
+        output(model).backward()
+        grads[backend] = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    for n, g in grads["reference"].items():
+        torch.testing.assert_close(grads["cpu"][n], g, rtol=1e-4, atol=1e-6)
+
+
+def test_trainable_summary_matches_the_paper_for_blip_base():
+    from transformers import BlipTextConfig
+    from transformers.models.blip.modeling_blip_text import BlipTextLMHeadModel
+
+    decoder = BlipTextLMHeadModel(BlipTextConfig())  # BLIP-base text decoder shapes
+    fastadapter.patch(decoder)
+    summary = fastadapter.trainable_summary(decoder)
+    assert summary.decoder_full_untied == 161_323_580
+    assert summary.decoder_full_tied == 137_881_148
+    assert summary.adapters == 12
+    assert summary.trainable == 12 * (2 * 768 * 256 + 3 * 256 + 768)
+    assert "161,323,580" in str(summary) and "137,881,148" in str(summary)
+
+
+# --- adapter I/O -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_save_load_round_trip_is_bit_exact(name, tmp_path):
+    model, _, output = build(name)
+    fastadapter.patch(model, SMALL.replace(init="normal"))
+    fastadapter.save_adapters(model, tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["adapter_config.json", "adapters.safetensors"]
+    fresh, _, _ = build(name)
+    fastadapter.load_adapters(fresh, tmp_path)  # patches the unpatched model with the saved config
+    saved = {n: p for n, p in model.state_dict().items() if ".adapter." in n}
+    loaded = {n: p for n, p in fresh.state_dict().items() if ".adapter." in n}
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[n], loaded[n]) for n in saved)
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(output(model), output(fresh))
+
+
+def test_load_refuses_a_mismatched_model_without_touching_it(tmp_path):
+    model, _, _ = build("BlipForConditionalGeneration")
+    fastadapter.patch(model, SMALL)
+    fastadapter.save_adapters(model, tmp_path)
+    other, _, _ = build("BlipForImageTextRetrieval")  # text encoder instead of decoder
+    keys = list(other.state_dict())
+    with pytest.raises(AdapterFileError, match="do not match BlipForImageTextRetrieval"):
+        fastadapter.load_adapters(other, tmp_path)
+    assert list(other.state_dict()) == keys and fastadapter.patching.patch_state(other) is None
+
+    patched, _, _ = build("BlipForConditionalGeneration")
+    fastadapter.patch(patched, SMALL.replace(bottleneck=4))
+    snapshot = copy.deepcopy(patched.state_dict())
+    with pytest.raises(AdapterFileError, match="saved with"):
+        fastadapter.load_adapters(patched, tmp_path)
+    assert all(torch.equal(snapshot[k], v) for k, v in patched.state_dict().items())
+
+
+def test_load_refuses_corrupt_files(tmp_path):
+    model, _, _ = build("BlipTextLMHeadModel")
+    fastadapter.patch(model, SMALL)
+    weights = fastadapter.save_adapters(model, tmp_path)
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AdapterFileError, match="corrupt or truncated"):
+        fastadapter.load_adapters(build("BlipTextLMHeadModel")[0], tmp_path)
+    weights.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(AdapterFileError, match="corrupt or truncated"):
+        fastadapter.load_adapters(build("BlipTextLMHeadModel")[0], tmp_path)
+    with pytest.raises(AdapterFileError, match="no adapter weights"):
+        fastadapter.load_adapters(build("BlipTextLMHeadModel")[0], tmp_path / "missing")
+
+
+def test_load_refuses_a_config_that_disagrees_with_the_weights(tmp_path):
+    model, _, _ = build("BlipTextLMHeadModel")
+    fastadapter.patch(model, SMALL)
+    fastadapter.save_adapters(model, tmp_path)
+    config = tmp_path / "adapter_config.json"
+    config.write_text(config.read_text().replace('"gelu"', '"relu"'))
+    with pytest.raises(AdapterFileError, match="does not match the config stored in"):
+        fastadapter.load_adapters(build("BlipTextLMHeadModel")[0], tmp_path)
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    model, _, _ = build("BlipTextLMHeadModel")
+    fastadapter.patch(model, SMALL)
+    fastadapter.save_adapters(model, tmp_path)
+    good = (tmp_path / "adapters.safetensors").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with torch.no_grad():
+        next(iter(fastadapter.adapters(model).values())).up.weight.add_(1)
+    with pytest.raises(OSError, match="disk full"):
+        fastadapter.save_adapters(model, tmp_path)
+    assert (tmp_path / "adapters.safetensors").read_bytes() == good  # the old file is intact
+    assert sorted(os.listdir(tmp_path)) == ["adapter_config.json", "adapters.safetensors"]  # no temp files left
