@@ -69,7 +69,9 @@ def cuda_include_dirs() -> list:
 def extension():
     isa = cpu_isa()
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3", *ISA_FLAGS[isa]]
+    # -fopenmp makes at::parallel_for (inlined from ATen's headers) run in parallel; the OpenMP runtime is
+    # the one libtorch_cpu already loads.
+    cxx = ["-O3", "-fopenmp", *ISA_FLAGS[isa]]
     if not build_cuda():
         print(f"fastadapter: building C++ CPU kernels ({isa}); CUDA kernels not built")
         return cpp_extension.CppExtension("fastadapter._C", sources, extra_compile_args={"cxx": cxx})

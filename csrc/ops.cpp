@@ -13,6 +13,9 @@ TORCH_LIBRARY(fastadapter, m) {
   m.def("norm_act_backward(Tensor grad_a, Tensor h, Tensor mean, Tensor rstd, Tensor weight, Tensor? bias,"
         " str activation, str norm) -> (Tensor a, Tensor grad_h, Tensor grad_weight, Tensor grad_bias,"
         " Tensor grad_h_sum)");
+  // The residual's share of the adapter backward: a copy of grad_y (which grad_x accumulates into) and
+  // its sum over rows (the up-projection bias grad), in one pass over grad_y.
+  m.def("residual_grad(Tensor grad_y) -> (Tensor grad_x, Tensor grad_bias)");
   // The whole adapter y = x + up(act(norm(down(x)))). Also returns what backward needs: h (empty
   // when recompute) and the norm statistics; that is the saved-for-backward contract of every backend.
   m.def("adapter_forward(Tensor x, Tensor w_down, Tensor? b_down, Tensor norm_weight, Tensor? norm_bias,"

@@ -38,6 +38,12 @@ def _norm_act_backward(backend, grad_a, h, mean, rstd, weight, bias, activation,
     return torch.ops.fastadapter.norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation, norm)
 
 
+def _residual_grad(backend, grad_y):
+    if backend == "cpu":
+        return torch.ops.fastadapter.residual_grad(grad_y)
+    return grad_y.clone(memory_format=torch.contiguous_format), grad_y.sum(0)
+
+
 def _down(x2, w_down, b_down):
     return torch.addmm(b_down, x2, w_down.t()) if b_down is not None else x2.mm(w_down.t())
 
@@ -62,8 +68,14 @@ def _adapter_backward(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, nor
     grad_a = gy.mm(w_up)
     a, grad_h, grad_norm_weight, grad_norm_bias, grad_b_down = _norm_act_backward(
         backend, grad_a, h2, mean.reshape(-1), rstd.reshape(-1), norm_weight, norm_bias, activation, norm, eps)
-    grad_x = torch.addmm(gy, grad_h, w_down).view(x.shape) if input_grad else x.new_empty(0)
-    return (grad_x, grad_h.t().mm(x2), grad_b_down, grad_norm_weight, grad_norm_bias, gy.t().mm(a), gy.sum(0))
+    if input_grad:
+        grad_x, grad_b_up = _residual_grad(backend, gy)
+        grad_x = grad_x.addmm_(grad_h, w_down).view(x.shape)  # the residual's grad rides in the accumulator
+    else:
+        grad_x, grad_b_up = x.new_empty(0), gy.sum(0)
+    # (a^T gy)^T: this orientation of the long-K GEMM is the faster one on CPU BLAS.
+    grad_w_up = a.t().mm(gy).t().contiguous()
+    return grad_x, grad_h.t().mm(x2), grad_b_down, grad_norm_weight, grad_norm_bias, grad_w_up, grad_b_up
 
 
 _lib.impl("adapter_forward", _adapter_forward, "CompositeExplicitAutograd")
@@ -86,6 +98,11 @@ def _adapter_backward_fake(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight
     return (x.new_empty(x.shape) if input_grad else x.new_empty(0), w_down.new_empty(w_down.shape),
             w_down.new_empty(r), norm_weight.new_empty(r), norm_weight.new_empty(r), w_up.new_empty(w_up.shape),
             w_up.new_empty(w_up.shape[0]))
+
+
+@torch.library.register_fake("fastadapter::residual_grad")
+def _residual_grad_fake(grad_y):
+    return grad_y.new_empty(grad_y.shape), grad_y.new_empty(grad_y.shape[1])
 
 
 @torch.library.register_fake("fastadapter::norm_act_forward")

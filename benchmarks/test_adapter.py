@@ -1,0 +1,73 @@
+"""The adapter op: eager PyTorch, torch.compile of it, and every fused backend built here.
+
+Shapes around BLIP-base: width 768; bottleneck 64/256/512; tokens of a batch of 384-px images (577 per
+image) and of a batch of 40-token captions. extra_info carries bytes saved for backward (parameters
+excluded), peak allocated on GPU and peak RSS growth on CPU.
+"""
+
+import pytest
+import torch
+
+import fastadapter
+from conftest import DEVICES, require, time_call
+from fastadapter import measure
+
+WIDTH = 768
+TOKENS = {"cpu": {"images": 2 * 577, "captions": 32 * 40}, "cuda": {"images": 32 * 577, "captions": 32 * 40}}
+DTYPES = {"cpu": torch.float32, "cuda": torch.bfloat16}
+BOTTLENECKS = (64, 256, 512)
+PHASES = ("forward", "backward", "forward_backward")
+IMPLEMENTATIONS = ("eager", "compile", "cpu", "cuda", "triton")
+
+
+def make_module(impl, r, device):
+    backend = "reference" if impl in ("eager", "compile") else impl
+    if backend != "reference":
+        info = fastadapter.backends()[backend]
+        if not info.available or device not in info.devices or (backend == "triton" and device == "cpu"):
+            pytest.skip(f"backend {backend!r} does not run on {device} here: {info.reason}")
+    module = fastadapter.Adapter(WIDTH, fastadapter.AdapterConfig(bottleneck=r, init="normal", backend=backend),
+                                 device=device, dtype=DTYPES[device])
+    if impl == "compile":
+        module.forward = torch.compile(module.forward)
+    return module
+
+
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("r", BOTTLENECKS)
+@pytest.mark.parametrize("tokens", ("images", "captions"))
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_adapter(benchmark, device, impl, tokens, r, phase):
+    require(device)
+    module = make_module(impl, r, device)
+    n = TOKENS[device][tokens]
+    x = torch.randn(n, WIDTH, device=device, dtype=DTYPES[device], requires_grad=True)
+    grad = torch.randn_like(x)
+    benchmark.group = f"adapter {device} {tokens} T={n} r={r} {phase}"
+    benchmark.extra_info.update(impl=impl, tokens=n, width=WIDTH, bottleneck=r, dtype=str(DTYPES[device]))
+    saved, _ = measure.saved_bytes(lambda: module(x), exclude=module.parameters())
+    benchmark.extra_info["saved_for_backward_bytes"] = saved
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = measure.peak_rss_bytes()
+    if phase == "forward":
+        def forward():
+            with torch.no_grad():
+                module(x)
+
+        time_call(benchmark, forward, device)
+    elif phase == "backward":  # the graph is built, untimed, before each round
+        graph = {}
+
+        def setup():
+            graph["y"] = module(x)
+
+        time_call(benchmark, lambda: graph.pop("y").backward(grad), device, setup=setup)
+    else:
+        time_call(benchmark, lambda: module(x).backward(grad), device)
+    if device == "cuda":
+        benchmark.extra_info["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+    else:
+        benchmark.extra_info["peak_rss_growth_bytes"] = measure.peak_rss_bytes() - rss_before
