@@ -21,6 +21,15 @@ def _demo(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from . import bench
+
+    modes = [m.strip() for m in args.modes.split(",")] if args.modes else None
+    bench.run(args.preset, modes, checkpoint=args.model, out_dir=args.out, batch=args.batch,
+              image_size=args.image_size, steps=args.steps, warmup=args.warmup, bottleneck=args.bottleneck)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastadapter", description="Fused adapter fine-tuning for BLIP.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -31,9 +40,25 @@ def main(argv=None) -> int:
     demo.add_argument("--image-size", type=int, default=384, help="image side in pixels (default 384)")
     demo.add_argument("--bottleneck", type=int, default=256, help="adapter bottleneck r (default 256)")
     demo.set_defaults(run=_demo)
+    bench = commands.add_parser("bench", help="re-measure the paper's training-cost claims (table, JSON, plot)")
+    bench.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
+                       help="cpu: float32, batch 2 at 224 px, 3 steps (default); gpu: bf16, batch 32 at 384 px")
+    bench.add_argument("--modes", help="comma-separated subset of a,b,b-text,c,c-text,d,e (default: all)")
+    bench.add_argument("--model", help="a local BlipForConditionalGeneration checkpoint (default: BLIP-base "
+                                       "shapes from BlipConfig, random weights)")
+    bench.add_argument("--out", default=".", help="directory for bench.json and bench.png (default: .)")
+    bench.add_argument("--batch", type=int, help="override the preset's batch size")
+    bench.add_argument("--image-size", type=int, help="override the preset's image size")
+    bench.add_argument("--steps", type=int, help="override the preset's timed steps")
+    bench.add_argument("--warmup", type=int, help="override the preset's warm-up steps")
+    bench.add_argument("--bottleneck", type=int, help="adapter bottleneck r (default 256)")
+    bench.set_defaults(run=_bench)
     args = parser.parse_args(argv)
+    if getattr(args, "warmup", None) is not None and args.warmup < 0:
+        parser.error("--warmup must be at least 0")
     for name in ("steps", "batch", "image_size", "bottleneck"):
-        if getattr(args, name, 1) < 1:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args.run(args)
 

@@ -23,11 +23,16 @@ def inputs(batch=2, length=5, seed=0):
             "input_ids": torch.randint(3, TEXT["vocab_size"], (batch, length), generator=g)}
 
 
-def build(name, seed=0):
-    """(model, towers it has, function model -> a differentiable output tensor)."""
+def build(name, seed=0, device="cpu"):
+    """(model, towers it has, function model -> a differentiable output tensor), on `device`."""
+    model, towers, output = _build(name, seed, device)
+    return model.to(device), towers, output
+
+
+def _build(name, seed, device):
     torch.manual_seed(seed)
-    x = inputs()
-    enc = torch.randn(2, 7, TEXT["encoder_hidden_size"], generator=torch.Generator().manual_seed(seed))
+    x = {k: v.to(device) for k, v in inputs().items()}
+    enc = torch.randn(2, 7, TEXT["encoder_hidden_size"], generator=torch.Generator().manual_seed(seed)).to(device)
     if name == "BlipForConditionalGeneration":
         model = mb.BlipForConditionalGeneration(blip_config())
         return model, ("vision", "text_decoder"), lambda m: m(**x, labels=x["input_ids"]).loss

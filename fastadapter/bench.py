@@ -1,0 +1,270 @@
+"""`fastadapter bench`: the paper's training-cost comparison (§4.2), re-measured on this machine.
+
+Each mode trains BlipForConditionalGeneration (BLIP-base shapes from BlipConfig with random weights, or a
+checkpoint the user gives; speed and memory do not depend on the weights) on Pillow-made image-caption
+batches, each mode in a fresh process so that peak memory is its own:
+
+  a       full fine-tuning of the text decoder, vision encoder frozen (the paper's basic fine-tune)
+  b       eager adapters (plain PyTorch) in every tower, as the paper places them
+  b-text  eager adapters in the text decoder only (skips the vision backward, as (a) does)
+  c       fused adapters in every tower
+  c-text  fused adapters in the text decoder only
+  d       fused adapters with the fused ITC/ITM/LM losses (reported as not measured until they exist)
+  e       torch.compile of (b): each eager adapter compiled (the base model stays eager)
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+PAPER = {
+    "trainable_full": 161_323_580, "trainable_adapters": 20_033_280,
+    "memory_full": "35 GB (Colab TPU host RAM)", "memory_adapters": "15 GB (V100)",
+    "time_full": "> 7 min for 50 epochs of 800 images", "time_adapters": "42 s for 50 epochs of 800 images",
+}
+MODES = {
+    "a": "full fine-tune of the text decoder",
+    "b": "eager adapters, every tower",
+    "b-text": "eager adapters, text decoder",
+    "c": "fused adapters, every tower",
+    "c-text": "fused adapters, text decoder",
+    "d": "fused adapters + fused losses",
+    "e": "torch.compile of (b)",
+}
+NOT_BUILT = {"d": "not measured: the fused ITC/ITM/LM losses are not built yet"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    device: str
+    dtype: str
+    batch: int
+    image_size: int
+    steps: int
+    warmup: int
+    bottleneck: int = 256
+
+
+PRESETS = {
+    # Small enough to finish in under 3 minutes on 2 CPU cores: batch 2 at 224 px, 5 timed steps.
+    "cpu": Preset("cpu", "float32", batch=2, image_size=224, steps=5, warmup=1),
+    "gpu": Preset("cuda", "bfloat16", batch=32, image_size=384, steps=10, warmup=3),
+}
+
+
+def build_model(checkpoint: str | None, preset: Preset):
+    from transformers import BlipConfig, BlipForConditionalGeneration
+
+    if checkpoint:
+        if not Path(checkpoint).exists():
+            raise FileNotFoundError(f"fastadapter bench: no checkpoint at {checkpoint} (a local directory is "
+                                    "expected; nothing is downloaded)")
+        model = BlipForConditionalGeneration.from_pretrained(checkpoint)
+    else:
+        config = BlipConfig()
+        config.vision_config.image_size = preset.image_size
+        model = BlipForConditionalGeneration(config)
+    return model.to(device=preset.device, dtype=getattr(torch, preset.dtype))
+
+
+def prepare(model, mode: str, preset: Preset) -> None:
+    """Make `model` train what `mode` trains."""
+    import fastadapter
+
+    config = fastadapter.AdapterConfig(bottleneck=preset.bottleneck, init="normal")
+    text_only = ("text_decoder",)
+    if mode == "a":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in model.text_decoder.parameters():
+            p.requires_grad_(True)
+    elif mode in ("b", "b-text", "e"):
+        fastadapter.patch(model, config, backend="reference",
+                          **({"towers": text_only} if mode == "b-text" else {}))
+        if mode == "e":
+            for adapter in fastadapter.adapters(model).values():
+                adapter.forward = torch.compile(adapter.forward)
+    elif mode in ("c", "c-text"):
+        fastadapter.patch(model, config, **({"towers": text_only} if mode == "c-text" else {}))
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int = 0) -> dict:
+    """Train `mode` for warmup + steps steps in this process and measure it."""
+    from .data import caption_batch
+    from .measure import peak_rss_bytes, saved_bytes
+    from .summary import trainable_summary
+
+    if preset.device == "cpu":
+        torch.set_flush_denormal(True)  # random weights make denormals; they are not what we measure
+    torch.manual_seed(seed)
+    model = build_model(checkpoint, preset)
+    prepare(model, mode, preset)
+    model.train()
+    batch = caption_batch(preset.batch, preset.image_size, model.config.text_config.bos_token_id, seed)
+    batch = {k: v.to(preset.device) for k, v in batch.items()}
+    batch["pixel_values"] = batch["pixel_values"].to(getattr(torch, preset.dtype))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-5)
+    cuda = preset.device == "cuda"
+    saved, graph = saved_bytes(lambda: model(**batch).loss, exclude=model.parameters())
+    del graph
+    rss_before = _rss_bytes()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times, losses = [], []
+    for step in range(preset.warmup + preset.steps):
+        start = time.perf_counter()
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
+        if step >= preset.warmup:
+            times.append(time.perf_counter() - start)
+            losses.append(loss.item())
+    step_s = statistics.median(times)
+    result = {
+        "mode": mode, "label": MODES[mode], "trainable": sum(p.numel() for p in trainable),
+        "step_s": step_s, "images_per_s": preset.batch / step_s, "losses": losses, "saved_bytes": saved,
+        "adapters": trainable_summary(model).adapters,
+    }
+    if mode == "a":
+        result["untied_trainable"] = trainable_summary(model).decoder_full_untied
+    if cuda:
+        result["peak_bytes"] = torch.cuda.max_memory_allocated()
+        result["peak_kind"] = "peak allocated (GPU)"
+    else:
+        result["peak_bytes"] = peak_rss_bytes()
+        result["peak_kind"] = "peak RSS (process)"
+        result["train_rss_growth_bytes"] = max(0, result["peak_bytes"] - rss_before)
+    return result
+
+
+def _in_fresh_process(mode: str, preset: Preset, checkpoint: str | None) -> dict:
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_mode, mode, preset, checkpoint).result()
+
+
+def ratios(results: dict[str, dict]) -> dict[str, dict]:
+    out = {}
+    for name, (num, den) in {"c/b": ("c", "b"), "b/a": ("b", "a"), "b-text/a": ("b-text", "a"),
+                             "c-text/a": ("c-text", "a"), "c/a": ("c", "a"), "e/b": ("e", "b")}.items():
+        if num in results and den in results and "step_s" in results[num] and "step_s" in results[den]:
+            out[name] = {"time": results[num]["step_s"] / results[den]["step_s"],
+                         "saved": results[num]["saved_bytes"] / results[den]["saved_bytes"],
+                         "memory": results[num]["peak_bytes"] / results[den]["peak_bytes"]}
+    return out
+
+
+def machine() -> dict:
+    info = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads()}
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def markdown(report: dict) -> str:
+    preset = report["preset"]
+    lines = [f"fastadapter bench — {report['machine']['date']}, {report['machine'].get('gpu', report['machine']['cpu'])}"
+             f", torch {report['machine']['torch']}; preset {report['preset_name']}: {preset['dtype']}, batch "
+             f"{preset['batch']} at {preset['image_size']} px, median of {preset['steps']} steps after "
+             f"{preset['warmup']} warm-up" + (", CPU denormals flushed" if preset["device"] == "cpu" else ""),
+             "", "| mode | trains | trainable params | step (s) | images/s | saved for backward | peak memory | "
+             "50 epochs × 800 images (projected) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for mode, r in report["results"].items():
+        if "step_s" not in r:
+            lines.append(f"| {mode} | {MODES[mode]} | | | | | | {r['note']} |")
+            continue
+        projected = 50 * 800 / r["images_per_s"]
+        lines.append(f"| {mode} | {r['label']} | {r['trainable']:,} | {r['step_s']:.3f} | {r['images_per_s']:.2f} | "
+                     f"{r['saved_bytes'] / 2**20:.0f} MiB | {r['peak_bytes'] / 2**30:.2f} GiB | {projected / 60:.1f} min |")
+    lines += ["", f"Saved for backward: bytes of the activations autograd keeps in one forward (parameters excluded). Peak memory is the {report['results'].get('c', next(iter(report['results'].values()))).get('peak_kind', '')}"
+              ". Projected time = 40,000 images ÷ measured images/s (an extrapolation, not a run).", "",
+              "| ratio | step time | saved for backward | peak memory |", "|---|---:|---:|---:|"]
+    for name, r in report["ratios"].items():
+        lines.append(f"| {name} | {r['time']:.3f} | {r['saved']:.3f} | {r['memory']:.3f} |")
+    full = report["results"].get("a", {})
+    if "untied_trainable" in full:
+        lines += ["", f"(a) trains {full['trainable']:,} parameters with the LM-head weight tied to the word "
+                  f"embeddings; {full['untied_trainable']:,} counting it separately, as the paper did."]
+    p = PAPER
+    lines += ["", "The paper (§4.2), for comparison: full fine-tuning trains "
+              f"{p['trainable_full']:,} parameters, adapters {p['trainable_adapters']:,}; memory {p['memory_full']} "
+              f"against {p['memory_adapters']}; time {p['time_full']} against {p['time_adapters']}."]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = {m: r for m, r in report["results"].items() if "step_s" in r}
+    names = list(measured)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.bar(names, [measured[m]["step_s"] for m in names], color="#4C72B0")
+    left.set_ylabel("median step time (s)")
+    left.set_title("time per training step")
+    right.bar(names, [measured[m]["peak_bytes"] / 2**30 for m in names], color="#DD8452")
+    right.set_ylabel(f"GiB ({next(iter(measured.values()))['peak_kind']})")
+    right.set_title("peak memory")
+    fig.suptitle(f"fastadapter bench — BLIP, preset {report['preset_name']}, {report['machine']['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: str | None = None,
+        out_dir: str = ".", **overrides) -> dict:
+    from tqdm import tqdm
+
+    preset = Preset(**{**asdict(PRESETS[preset_name]), **{k: v for k, v in overrides.items() if v is not None}})
+    if preset.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("fastadapter bench: preset 'gpu' needs a CUDA device, and none is visible")
+    modes = modes or list(MODES)
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {unknown}; expected some of {list(MODES)}")
+    results = {}
+    progress = tqdm(modes, desc="fastadapter bench", unit="mode")
+    for mode in progress:
+        progress.set_postfix_str(MODES[mode])
+        results[mode] = {"note": NOT_BUILT[mode]} if mode in NOT_BUILT else _in_fresh_process(mode, preset, checkpoint)
+    report = {"preset_name": preset_name, "preset": asdict(preset), "checkpoint": checkpoint, "machine": machine(),
+              "results": results, "ratios": ratios(results), "paper": PAPER}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, out / "bench.png")
+    print(markdown(report))
+    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return report

@@ -1,0 +1,36 @@
+"""fastadapter bench on a tiny run: every mode trains, the report has table, JSON and plot."""
+
+import json
+
+import pytest
+
+from fastadapter import bench, cli
+
+
+def test_bench_tiny_run(tmp_path, capsys):
+    report = bench.run("cpu", ["a", "b-text", "c-text", "d"], out_dir=str(tmp_path), batch=1, image_size=32,
+                       steps=1, warmup=0, bottleneck=8)
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["results"].keys() == report["results"].keys() == {"a", "b-text", "c-text", "d"}
+    a, eager, fused = (saved["results"][m] for m in ("a", "b-text", "c-text"))
+    assert a["trainable"] == 137_881_148 and a["untied_trainable"] == 161_323_580
+    assert eager["trainable"] == fused["trainable"] == 12 * (2 * 768 * 8 + 3 * 8 + 768)
+    assert eager["losses"] == pytest.approx(fused["losses"], rel=1e-4)  # same init, same batch
+    assert fused["saved_bytes"] < a["saved_bytes"]
+    assert "not measured" in saved["results"]["d"]["note"]
+    assert set(saved["ratios"]) >= {"b-text/a", "c-text/a"}
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "161,323,580" in out and "| c-text |" in out
+
+
+def test_bench_refuses_bad_requests(tmp_path):
+    with pytest.raises(ValueError, match="unknown mode"):
+        bench.run("cpu", ["z"], out_dir=str(tmp_path))
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--steps", "0"])
+
+
+def test_bench_names_a_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        bench.build_model(str(tmp_path / "nowhere"), bench.PRESETS["cpu"])

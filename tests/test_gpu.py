@@ -1,0 +1,87 @@
+"""GPU cases: the cuda and triton backends on CUDA tensors against the float64 reference. They need a
+CUDA device and are skipped, with that reason, where there is none (CI); benchmarks/gpu/run.sh runs them."""
+
+import pytest
+import torch
+
+import fastadapter
+from fastadapter import reference
+from helpers import TOLERANCE, assert_close, cast, make_inputs, reference_outputs
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU case: no CUDA device here")
+GPU_BACKENDS = ("cuda", "triton", "eager")
+NAMES = ("x", "w_down", "b_down", "norm_weight", "norm_bias", "w_up", "b_up")
+
+
+def check(backend, inputs64, dtype, activation="gelu", norm="layernorm", recompute=False):
+    grad_y = torch.randn_like(inputs64[0])
+    y_ref, grads_ref = reference_outputs(inputs64, grad_y, activation, norm)
+    leaves = [None if t is None else t.to("cuda") for t in cast(inputs64, dtype)]
+    leaves = [None if t is None else t.detach().requires_grad_() for t in leaves]
+    y = fastadapter.adapter(*leaves, activation=activation, norm=norm, backend=backend, recompute=recompute)
+    present = [t for t in leaves if t is not None]
+    grads = iter(torch.autograd.grad(y, present, grad_y.to("cuda", dtype)))
+    tol = TOLERANCE[dtype]
+    assert_close(y.cpu(), y_ref, tol, "y")
+    for name, leaf, expected in zip(NAMES, leaves, grads_ref):
+        if leaf is not None:
+            assert_close(next(grads).cpu(), expected, tol, f"grad {name}")
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("tokens,width,r", [(1, 64, 48), (7, 64, 1), (7, 768, 300), (1000, 768, 256),
+                                            (4617, 768, 64), (1000, 64, 1024)])
+def test_sizes_and_dtypes(backend, dtype, tokens, width, r):
+    check(backend, make_inputs(tokens, width, r), dtype)
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("activation", reference.ACTIVATIONS)
+@pytest.mark.parametrize("norm", reference.NORMS)
+def test_activations_norms_recompute(backend, activation, norm):
+    check(backend, make_inputs(33, 96, 40, lead=(3,)), torch.float32, activation, norm)
+    check(backend, make_inputs(9, 64, 20, biases=False), torch.float32, activation, norm, recompute=True)
+
+
+@pytest.mark.parametrize("forward_backend", GPU_BACKENDS)
+@pytest.mark.parametrize("backward_backend", GPU_BACKENDS)
+def test_gpu_backends_share_the_contract(forward_backend, backward_backend):
+    x, *params = [None if t is None else t.to("cuda") for t in cast(make_inputs(11, 64, 24), torch.float32, False)]
+    options = ("gelu", "layernorm", 1e-5)
+    y, h, mean, rstd = torch.ops.fastadapter.adapter_forward(x, *params, *options, False, forward_backend)
+    grad_y = torch.randn_like(y)
+    mixed = torch.ops.fastadapter.adapter_backward(grad_y, x, h, mean, rstd, *params[:5], *options, False, True,
+                                                   backward_backend)
+    plain = torch.ops.fastadapter.adapter_backward(grad_y, x, h, mean, rstd, *params[:5], *options, False, True,
+                                                   "eager")
+    for got, expected in zip(mixed, plain):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ("cuda", "eager"))
+def test_gpu_opcheck_and_compile(backend):
+    x, *params = [None if t is None else t.to("cuda") for t in cast(make_inputs(6, 32, 8, lead=(2,)), torch.float32)]
+    torch.library.opcheck(torch.ops.fastadapter.adapter_forward.default,
+                          (x, *params, "silu", "layernorm", 1e-5, False, backend))
+    torch._dynamo.reset()
+    module = fastadapter.Adapter(64, fastadapter.AdapterConfig(bottleneck=24, init="normal", backend=backend),
+                                 device="cuda")
+    inp = torch.randn(2, 9, 64, device="cuda")
+    compiled = torch.compile(lambda t: module(t).sin(), fullgraph=True)
+    torch.testing.assert_close(compiled(inp), module(inp).sin())
+
+
+def test_cuda_empty_input_and_patched_model():
+    from blip_fixtures import build
+
+    x, *params = [None if t is None else t.to("cuda") for t in cast(make_inputs(5, 64, 16), torch.float32)]
+    assert fastadapter.adapter(x[:0], *params, backend="cuda").shape == (0, 64)
+    model, _, output = build("BlipForConditionalGeneration", device="cuda")
+    model.eval()
+    with torch.no_grad():
+        before = output(model)
+    fastadapter.patch(model, fastadapter.AdapterConfig(bottleneck=8))
+    assert all(a.down.weight.is_cuda for a in fastadapter.adapters(model).values())
+    with torch.no_grad():
+        assert torch.equal(output(model), before)
