@@ -43,6 +43,17 @@ inline void check_norm_act_inputs(const at::Tensor& h, const at::Tensor& weight,
   }
 }
 
+inline void check_norm_act_backward_inputs(const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean,
+                                           const at::Tensor& rstd, const at::Tensor& weight,
+                                           const c10::optional<at::Tensor>& bias) {
+  check_norm_act_inputs(h, weight, bias);
+  TORCH_CHECK(grad_a.sizes() == h.sizes() && grad_a.scalar_type() == h.scalar_type(),
+              "fastadapter: grad_a must match h in shape and dtype");
+  TORCH_CHECK(mean.numel() == h.size(0) && rstd.numel() == h.size(0) && mean.scalar_type() == at::kFloat &&
+                  rstd.scalar_type() == at::kFloat,
+              "fastadapter: mean and rstd must be float32 with one entry per row of h");
+}
+
 }  // namespace fastadapter
 
 namespace fastadapter {

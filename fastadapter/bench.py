@@ -145,7 +145,7 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
     step_s = statistics.median(times)
     result = {
         "mode": mode, "label": MODES[mode], "trainable": sum(p.numel() for p in trainable),
-        "step_s": step_s, "images_per_s": preset.batch / step_s, "losses": losses, "saved_bytes": saved,
+        "step_s": step_s, "step_min_s": min(times), "step_max_s": max(times), "images_per_s": preset.batch / step_s, "losses": losses, "saved_bytes": saved,
         "adapters": trainable_summary(model).adapters,
     }
     if mode == "a":
@@ -197,17 +197,19 @@ def markdown(report: dict) -> str:
              f", torch {report['machine']['torch']}; preset {report['preset_name']}: {preset['dtype']}, batch "
              f"{preset['batch']} at {preset['image_size']} px, median of {preset['steps']} steps after "
              f"{preset['warmup']} warm-up" + (", CPU denormals flushed" if preset["device"] == "cpu" else ""),
-             "", "| mode | trains | trainable params | step (s) | images/s | saved for backward | peak memory | "
+             "", "| mode | trains | trainable params | step (s), median [min–max] | images/s | saved for backward | peak memory | "
              "50 epochs × 800 images (projected) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for mode, r in report["results"].items():
         if "step_s" not in r:
             lines.append(f"| {mode} | {MODES[mode]} | | | | | | {r['note']} |")
             continue
         projected = 50 * 800 / r["images_per_s"]
-        lines.append(f"| {mode} | {r['label']} | {r['trainable']:,} | {r['step_s']:.3f} | {r['images_per_s']:.2f} | "
+        lines.append(f"| {mode} | {r['label']} | {r['trainable']:,} | {r['step_s']:.3f} [{r['step_min_s']:.3f}–{r['step_max_s']:.3f}] | "
+                     f"{r['images_per_s']:.2f} | "
                      f"{r['saved_bytes'] / 2**20:.0f} MiB | {r['peak_bytes'] / 2**30:.2f} GiB | {projected / 60:.1f} min |")
     lines += ["", f"Saved for backward: bytes of the activations autograd keeps in one forward (parameters excluded). Peak memory is the {report['results'].get('c', next(iter(report['results'].values()))).get('peak_kind', '')}"
-              ". Projected time = 40,000 images ÷ measured images/s (an extrapolation, not a run).", "",
+              ". Projected time = 40,000 images ÷ measured images/s (an extrapolation, not a run). Modes run one after "
+              "another in fresh processes: differences within the min–max spreads are noise, not a verdict.", "",
               "| ratio | step time | saved for backward | peak memory |", "|---|---:|---:|---:|"]
     for name, r in report["ratios"].items():
         lines.append(f"| {name} | {r['time']:.3f} | {r['saved']:.3f} | {r['memory']:.3f} |")

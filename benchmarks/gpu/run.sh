@@ -45,5 +45,6 @@ stage "benchmark suites" "$(tail -1 "$out/benchmarks.log")"
 timeout 170 fastadapter bench --preset gpu --out "$out" > "$out/bench.md" 2> "$out/bench.err"
 stage "fastadapter bench" "$([ -s "$out/bench.json" ] && echo ok || echo 'FAILED (see bench.err)')"
 
-python benchmarks/gpu/summarize.py "$out" > "$out/summary.md" 2>&1
+{ [ -s "$out/benchmarks.json" ] && python benchmarks/summarize.py "$out/benchmarks.json"; echo; cat "$out/bench.md"; } \
+  > "$out/summary.md" 2>&1
 echo; cat "$out/summary.md"; echo; cat "$out/summary.txt"

@@ -278,12 +278,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
     const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
     const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
     c10::string_view norm) {
-  check_norm_act_inputs(h, weight, bias);
-  TORCH_CHECK(grad_a.sizes() == h.sizes() && grad_a.scalar_type() == h.scalar_type(),
-              "fastadapter: grad_a must match h in shape and dtype");
-  TORCH_CHECK(mean.numel() == h.size(0) && rstd.numel() == h.size(0) && mean.scalar_type() == at::kFloat &&
-                  rstd.scalar_type() == at::kFloat,
-              "fastadapter: mean and rstd must be float32 with one entry per row of h");
+  check_norm_act_backward_inputs(grad_a, h, mean, rstd, weight, bias);
   const Activation act = parse_activation(std::string(activation));
   const Norm nrm = parse_norm(std::string(norm));
   const int64_t r = h.size(1);

@@ -110,6 +110,7 @@ __global__ void backward_kernel(const T* __restrict__ grad_a, const T* __restric
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   float* acc = shared + static_cast<int64_t>(warp) * 3 * r;
   for (int j = lane; j < 3 * r; j += kWarpSize) acc[j] = 0.f;
+  __syncwarp();  // lanes go on to update entries that other lanes zeroed
 
   const int64_t stride = static_cast<int64_t>(gridDim.x) * warps;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * warps + warp; i < rows; i += stride) {
@@ -188,12 +189,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
     const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
     const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
     c10::string_view norm) {
-  check_norm_act_inputs(h, weight, bias);
-  TORCH_CHECK(grad_a.sizes() == h.sizes() && grad_a.scalar_type() == h.scalar_type(),
-              "fastadapter: grad_a must match h in shape and dtype");
-  TORCH_CHECK(mean.numel() == h.size(0) && rstd.numel() == h.size(0) && mean.scalar_type() == at::kFloat &&
-                  rstd.scalar_type() == at::kFloat,
-              "fastadapter: mean and rstd must be float32 with one entry per row of h");
+  check_norm_act_backward_inputs(grad_a, h, mean, rstd, weight, bias);
   const int64_t rows = h.size(0);
   const int r = static_cast<int>(h.size(1));
   TORCH_CHECK(3 * static_cast<int64_t>(r) <= kSharedFloats, "fastadapter: the cuda backend supports a bottleneck of at most ",
