@@ -233,8 +233,11 @@ def plot(report: dict, path: Path) -> None:
     measured = {m: r for m, r in report["results"].items() if "step_s" in r}
     names = list(measured)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.bar(names, [measured[m]["step_s"] for m in names], color="#4C72B0")
-    left.set_ylabel("median step time (s)")
+    medians = [measured[m]["step_s"] for m in names]
+    spread = [[med - measured[m].get("step_min_s", med) for m, med in zip(names, medians)],
+              [measured[m].get("step_max_s", med) - med for m, med in zip(names, medians)]]
+    left.bar(names, medians, yerr=spread, capsize=4, color="#4C72B0")
+    left.set_ylabel("median step time (s), bars: min–max")
     left.set_title("time per training step")
     right.bar(names, [measured[m]["peak_bytes"] / 2**30 for m in names], color="#DD8452")
     right.set_ylabel(f"GiB ({next(iter(measured.values()))['peak_kind']})")
