@@ -1,6 +1,6 @@
 // The op schemas of fastadapter: defined here once. Device kernels are registered in csrc/cpu and
-// csrc/cuda (TORCH_LIBRARY_IMPL); the composite adapter ops, autograd and fake kernels are registered
-// from Python (fastadapter/ops.py) through torch.library.
+// csrc/cuda, the adapter's orchestration and autograd in csrc/adapter.cpp (TORCH_LIBRARY_IMPL); the Python
+// backends' kernels (triton, eager) and every fake kernel from fastadapter/ops.py through torch.library.
 #include <torch/extension.h>
 
 TORCH_LIBRARY(fastadapter, m) {
@@ -13,6 +13,12 @@ TORCH_LIBRARY(fastadapter, m) {
   m.def("norm_act_backward(Tensor grad_a, Tensor h, Tensor mean, Tensor rstd, Tensor weight, Tensor? bias,"
         " str activation, str norm) -> (Tensor a, Tensor grad_h, Tensor grad_weight, Tensor grad_bias,"
         " Tensor grad_h_sum)");
+  // The same two passes by a Python backend (triton or eager), for the C++ orchestration to call.
+  m.def("norm_act_forward_py(Tensor h, Tensor weight, Tensor? bias, str activation, str norm, float eps,"
+        " str backend) -> (Tensor a, Tensor mean, Tensor rstd)");
+  m.def("norm_act_backward_py(Tensor grad_a, Tensor h, Tensor mean, Tensor rstd, Tensor weight, Tensor? bias,"
+        " str activation, str norm, float eps, str backend) -> (Tensor a, Tensor grad_h, Tensor grad_weight,"
+        " Tensor grad_bias, Tensor grad_h_sum)");
   // The residual's share of the adapter backward: a copy of grad_y (which grad_x accumulates into) and
   // its sum over rows (the up-projection bias grad), in one pass over grad_y.
   m.def("residual_grad(Tensor grad_y) -> (Tensor grad_x, Tensor grad_bias)");

@@ -1,9 +1,10 @@
-"""The adapter op: its composite implementation, autograd and fake kernels, and the public function.
+"""The adapter op from Python: the public function, the Python backends' kernels and every fake kernel.
 
-The schemas live in csrc/ops.cpp (TORCH_LIBRARY). Every backend shares this orchestration: the GEMMs
-are ATen's (bias and residual folded into them), and only the fused norm + activation pass differs.
-Forward returns (y, h, mean, rstd); h (empty with recompute=True) and the float32 norm statistics are
-what backward needs, the saved-for-backward contract of every backend, so backends can be mixed.
+The schemas live in csrc/ops.cpp (TORCH_LIBRARY); the orchestration and autograd shared by every backend in
+csrc/adapter.cpp: the GEMMs are ATen's (bias and residual folded into them), and only the fused norm +
+activation pass differs. Forward returns (y, h, mean, rstd); h (empty with recompute=True) and the float32
+norm statistics are what backward needs, the saved-for-backward contract of every backend, so backends can
+be mixed.
 """
 
 from __future__ import annotations
@@ -18,77 +19,24 @@ _lib = torch.library.Library("fastadapter", "FRAGMENT")
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _norm_act_forward(backend, h, weight, bias, activation, norm, eps):
-    if backend == "eager":
-        return reference.norm_act_forward(h, weight, bias, activation, norm, eps)
+def _norm_act_forward_py(h, weight, bias, activation, norm, eps, backend):
     if backend == "triton":
         from .kernels import adapter as triton_adapter
 
         return triton_adapter.norm_act_forward(h, weight, bias, activation, norm, eps)
-    return torch.ops.fastadapter.norm_act_forward(h, weight, bias, activation, norm, eps)
+    return reference.norm_act_forward(h, weight, bias, activation, norm, eps)
 
 
-def _norm_act_backward(backend, grad_a, h, mean, rstd, weight, bias, activation, norm, eps):
-    if backend == "eager":
-        return reference.norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation, norm)
+def _norm_act_backward_py(grad_a, h, mean, rstd, weight, bias, activation, norm, eps, backend):
     if backend == "triton":
         from .kernels import adapter as triton_adapter
 
         return triton_adapter.norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation, norm)
-    return torch.ops.fastadapter.norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation, norm)
+    return reference.norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation, norm)
 
 
-def _residual_grad(backend, grad_y):
-    if backend == "cpu":
-        return torch.ops.fastadapter.residual_grad(grad_y)
-    return grad_y.clone(memory_format=torch.contiguous_format), grad_y.sum(0)
-
-
-# For long token counts, CPU BLAS runs the up-projection weight grad faster as (a^T gy)^T (about 8% at 8192
-# tokens, measured); the transpose copy back costs ~0.25 ms, which only pays beyond this many rows.
-_TRANSPOSED_GRAD_MIN_ROWS = 4096
-
-
-def _up_weight_grad(gy, a):
-    if gy.device.type == "cpu" and gy.shape[0] >= _TRANSPOSED_GRAD_MIN_ROWS:
-        return a.t().mm(gy).t().contiguous()
-    return gy.t().mm(a)
-
-
-def _down(x2, w_down, b_down):
-    return torch.addmm(b_down, x2, w_down.t()) if b_down is not None else x2.mm(w_down.t())
-
-
-def _adapter_forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps, recompute, backend):
-    lead, width, r = x.shape[:-1], x.shape[-1], w_down.shape[0]
-    x2 = x.reshape(-1, width)
-    h = _down(x2, w_down, b_down)
-    a, mean, rstd = _norm_act_forward(backend, h, norm_weight, norm_bias, activation, norm, eps)
-    y = x2 + b_up if b_up is not None else x2.clone(memory_format=torch.contiguous_format)
-    y.addmm_(a, w_up.t())  # residual and bias ride in the GEMM's accumulator
-    saved_h = h.new_empty(0) if recompute else h.view(*lead, r)
-    return y.view(*lead, width), saved_h, mean.view(lead), rstd.view(lead)
-
-
-def _adapter_backward(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up, activation, norm, eps,
-                      recompute, input_grad, backend):
-    width, r = x.shape[-1], w_down.shape[0]
-    gy = grad_y.reshape(-1, width)
-    x2 = x.reshape(-1, width)
-    h2 = _down(x2, w_down, b_down) if recompute else h.reshape(-1, r)
-    grad_a = gy.mm(w_up)
-    a, grad_h, grad_norm_weight, grad_norm_bias, grad_b_down = _norm_act_backward(
-        backend, grad_a, h2, mean.reshape(-1), rstd.reshape(-1), norm_weight, norm_bias, activation, norm, eps)
-    if input_grad:
-        grad_x, grad_b_up = _residual_grad(backend, gy)
-        grad_x = grad_x.addmm_(grad_h, w_down).view(x.shape)  # the residual's grad rides in the accumulator
-    else:
-        grad_x, grad_b_up = x.new_empty(0), gy.sum(0)
-    return grad_x, grad_h.t().mm(x2), grad_b_down, grad_norm_weight, grad_norm_bias, _up_weight_grad(gy, a), grad_b_up
-
-
-_lib.impl("adapter_forward", _adapter_forward, "CompositeExplicitAutograd")
-_lib.impl("adapter_backward", _adapter_backward, "CompositeExplicitAutograd")
+_lib.impl("norm_act_forward_py", _norm_act_forward_py, "CompositeExplicitAutograd")
+_lib.impl("norm_act_backward_py", _norm_act_backward_py, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("fastadapter::adapter_forward")
@@ -126,28 +74,14 @@ def _norm_act_backward_fake(grad_a, h, mean, rstd, weight, bias, activation, nor
     return h.new_empty(h.shape), h.new_empty(h.shape), weight.new_empty(r), weight.new_empty(r), h.new_empty(r)
 
 
-def _setup_context(ctx, inputs, output):
-    x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps, recompute, backend = inputs
-    _, h, mean, rstd = output
-    ctx.save_for_backward(x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up)
-    ctx.options = (activation, norm, eps, recompute, backend)
-    ctx.has_bias = (b_down is not None, norm_bias is not None, b_up is not None)
-    ctx.mark_non_differentiable(h, mean, rstd)
+@torch.library.register_fake("fastadapter::norm_act_forward_py")
+def _norm_act_forward_py_fake(h, weight, bias, activation, norm, eps, backend):
+    return _norm_act_forward_fake(h, weight, bias, activation, norm, eps)
 
 
-def _backward(ctx, grad_y, _grad_h, _grad_mean, _grad_rstd):
-    x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up = ctx.saved_tensors
-    activation, norm, eps, recompute, backend = ctx.options
-    grads = torch.ops.fastadapter.adapter_backward(
-        grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up, activation, norm, eps, recompute,
-        ctx.needs_input_grad[0], backend)
-    has_b_down, has_norm_bias, has_b_up = ctx.has_bias
-    present = (True, True, has_b_down, True, has_norm_bias, True, has_b_up)
-    wanted = [g if (p and need) else None for g, p, need in zip(grads, present, ctx.needs_input_grad)]
-    return (*wanted, None, None, None, None, None)
-
-
-torch.library.register_autograd("fastadapter::adapter_forward", _backward, setup_context=_setup_context)
+@torch.library.register_fake("fastadapter::norm_act_backward_py")
+def _norm_act_backward_py_fake(grad_a, h, mean, rstd, weight, bias, activation, norm, eps, backend):
+    return _norm_act_backward_fake(grad_a, h, mean, rstd, weight, bias, activation, norm)
 
 
 def check_adapter_inputs(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps):
