@@ -57,8 +57,8 @@ class Preset:
 
 
 PRESETS = {
-    # Small enough to finish in under 3 minutes on 2 CPU cores: batch 2 at 224 px, 5 timed steps.
-    "cpu": Preset("cpu", "float32", batch=2, image_size=224, steps=5, warmup=1),
+    # Small enough to finish in under 3 minutes on 2 CPU cores: batch 2 at 224 px, 4 timed steps.
+    "cpu": Preset("cpu", "float32", batch=2, image_size=224, steps=4, warmup=1),
     "gpu": Preset("cuda", "bfloat16", batch=32, image_size=384, steps=10, warmup=3),
 }
 
@@ -160,9 +160,44 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
     return result
 
 
-def _in_fresh_process(mode: str, preset: Preset, checkpoint: str | None) -> dict:
+def paired_eager_fused(preset: Preset, checkpoint: str | None = None, seed: int = 0) -> dict:
+    """(c) against (b) in one process: the same adapters switch between the eager (reference) and the fused
+    implementation at every step, so that machine drift hits both alike. Median step seconds of each."""
+    import fastadapter
+
+    from .data import caption_batch
+
+    if preset.device == "cpu":
+        torch.set_flush_denormal(True)
+    model = build_model(checkpoint, preset)
+    model.train()
+    batch = caption_batch(preset.batch, preset.image_size, model.config.text_config.bos_token_id, seed)
+    batch = {k: v.to(preset.device) for k, v in batch.items()}
+    batch["pixel_values"] = batch["pixel_values"].to(getattr(torch, preset.dtype))
+    fastadapter.patch(model, fastadapter.AdapterConfig(bottleneck=preset.bottleneck, init="normal"))
+    adapters = list(fastadapter.adapters(model).values())
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    times = {"b": [], "c": []}
+    for step in range(2 * (preset.warmup + preset.steps)):
+        mode = "b" if step % 2 == 0 else "c"
+        for adapter in adapters:
+            adapter.config = adapter.config.replace(backend="reference" if mode == "b" else "auto")
+        start = time.perf_counter()
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if preset.device == "cuda":
+            torch.cuda.synchronize()
+        if step >= 2 * preset.warmup:
+            times[mode].append(time.perf_counter() - start)
+    medians = {mode: statistics.median(values) for mode, values in times.items()}
+    return {"b_step_s": medians["b"], "c_step_s": medians["c"], "c/b": medians["c"] / medians["b"],
+            "steps_each": len(times["b"])}
+
+
+def _in_fresh_process(fn, *args):
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run_mode, mode, preset, checkpoint).result()
+        return pool.submit(fn, *args).result()
 
 
 def ratios(results: dict[str, dict]) -> dict[str, dict]:
@@ -213,6 +248,11 @@ def markdown(report: dict) -> str:
               "| ratio | step time | saved for backward | peak memory |", "|---|---:|---:|---:|"]
     for name, r in report["ratios"].items():
         lines.append(f"| {name} | {r['time']:.3f} | {r['saved']:.3f} | {r['memory']:.3f} |")
+    paired = report.get("paired_c_b")
+    if paired:
+        lines += ["", f"(c) against (b), the same adapters switching implementation at every step in one process "
+                  f"({paired['steps_each']} steps each): "
+                  f"{paired['c_step_s']:.3f} s against {paired['b_step_s']:.3f} s per step, c/b = {paired['c/b']:.3f}."]
     full = report["results"].get("a", {})
     if "untied_trainable" in full:
         lines += ["", f"(a) trains {full['trainable']:,} parameters with the LM-head weight tied to the word "
@@ -263,9 +303,14 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
     progress = tqdm(modes, desc="fastadapter bench", unit="mode")
     for mode in progress:
         progress.set_postfix_str(MODES[mode])
-        results[mode] = {"note": NOT_BUILT[mode]} if mode in NOT_BUILT else _in_fresh_process(mode, preset, checkpoint)
+        results[mode] = ({"note": NOT_BUILT[mode]} if mode in NOT_BUILT
+                         else _in_fresh_process(run_mode, mode, preset, checkpoint))
+    paired = None
+    if {"b", "c"} <= set(modes):
+        progress.set_postfix_str("(c) against (b), alternating in one process")
+        paired = _in_fresh_process(paired_eager_fused, preset, checkpoint)
     report = {"preset_name": preset_name, "preset": asdict(preset), "checkpoint": checkpoint, "machine": machine(),
-              "results": results, "ratios": ratios(results), "paper": PAPER}
+              "results": results, "ratios": ratios(results), "paired_c_b": paired, "paper": PAPER}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")

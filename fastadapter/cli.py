@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     demo.set_defaults(run=_demo)
     bench = commands.add_parser("bench", help="re-measure the paper's training-cost claims (table, JSON, plot)")
     bench.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
-                       help="cpu: float32, batch 2 at 224 px, 3 steps (default); gpu: bf16, batch 32 at 384 px")
+                       help="cpu: float32, batch 2 at 224 px, 4 steps (default); gpu: bf16, batch 32 at 384 px")
     bench.add_argument("--modes", help="comma-separated subset of a,b,b-text,c,c-text,d,e (default: all)")
     bench.add_argument("--model", help="a local BlipForConditionalGeneration checkpoint (default: BLIP-base "
                                        "shapes from BlipConfig, random weights)")

@@ -34,3 +34,11 @@ def test_bench_refuses_bad_requests(tmp_path):
 def test_bench_names_a_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         bench.build_model(str(tmp_path / "nowhere"), bench.PRESETS["cpu"])
+
+
+def test_paired_eager_against_fused():
+    preset = bench.Preset("cpu", "float32", batch=1, image_size=32, steps=2, warmup=0, bottleneck=8)
+    paired = bench.paired_eager_fused(preset)
+    assert paired["steps_each"] == 2
+    assert paired["b_step_s"] > 0 and paired["c_step_s"] > 0
+    assert paired["c/b"] == pytest.approx(paired["c_step_s"] / paired["b_step_s"])
