@@ -123,6 +123,7 @@ def test_trainable_summary_matches_the_paper_for_blip_base():
     from transformers.models.blip.modeling_blip_text import BlipTextLMHeadModel
 
     decoder = BlipTextLMHeadModel(BlipTextConfig())  # BLIP-base text decoder shapes
+    decoder.tie_weights()  # the bare head is tied at construction in transformers 5, not in 4.5x
     fastadapter.patch(decoder)
     summary = fastadapter.trainable_summary(decoder)
     assert summary.decoder_full_untied == 161_323_580
