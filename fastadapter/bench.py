@@ -242,8 +242,10 @@ def markdown(report: dict) -> str:
         lines.append(f"| {mode} | {r['label']} | {r['trainable']:,} | {r['step_s']:.3f} [{r['step_min_s']:.3f}–{r['step_max_s']:.3f}] | "
                      f"{r['images_per_s']:.2f} | "
                      f"{r['saved_bytes'] / 2**20:.0f} MiB | {r['peak_bytes'] / 2**30:.2f} GiB | {projected / 60:.1f} min |")
-    lines += ["", f"Saved for backward: bytes of the activations autograd keeps in one forward (parameters excluded). Peak memory is the {report['results'].get('c', next(iter(report['results'].values()))).get('peak_kind', '')}"
-              ". Projected time = 40,000 images ÷ measured images/s (an extrapolation, not a run). Modes run one after "
+    peak_kind = next((r["peak_kind"] for r in report["results"].values() if "peak_kind" in r), "peak memory")
+    lines += ["", "Saved for backward: bytes of the activations autograd keeps in one forward (parameters "
+              f"excluded). Peak memory is the {peak_kind}. Projected time = 40,000 images ÷ measured images/s "
+              "(an extrapolation, not a run). Modes run one after "
               "another in fresh processes: differences within the min–max spreads are noise, not a verdict.", "",
               "| ratio | step time | saved for backward | peak memory |", "|---|---:|---:|---:|"]
     for name, r in report["ratios"].items():

@@ -54,10 +54,10 @@ def _header(model, config: AdapterConfig) -> dict:
 
 def save_adapters(model, path) -> Path:
     """Write the adapters of a patched model to directory `path`; returns the weights file's path."""
-    config = patch_state(model).config if patch_state(model) else None
+    modules = adapters(model)  # raises a clear error if the model is not patched
     tensors = {f"{site}.{name}": t.detach().contiguous().cpu()
-               for site, module in adapters(model).items() for name, t in module.state_dict().items()}
-    header = _header(model, config)
+               for site, module in modules.items() for name, t in module.state_dict().items()}
+    header = _header(model, patch_state(model).config)
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
