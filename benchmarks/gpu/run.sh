@@ -2,6 +2,7 @@
 # The GPU check, in one go: build, GPU tests, GPU benchmarks, `fastadapter bench --preset gpu`.
 # For a GPU machine with no network that already has torch, triton and transformers (plus pytest,
 # pytest-benchmark, safetensors, tqdm, matplotlib). Usage: benchmarks/gpu/run.sh OUT_DIR
+# Each stage has a timeout (tests 120 s, suites 150 s, bench 140 s) so the whole stays near 8 minutes.
 # Full logs and results go to OUT_DIR; a short summary is printed last. Budget: under 8 minutes on one H200.
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu/run.sh OUT_DIR}
@@ -33,16 +34,16 @@ python -c "import fastadapter; [print(f'{n:7s} {i.available} {i.reason}') for n,
   | tee "$out/backends.txt"
 
 # 2. tests (GPU cases included); TRITON_INTERPRET stays unset so triton runs compiled
-timeout 150 python -m pytest tests -q -p no:cacheprovider -x --junitxml="$out/tests.xml" > "$out/tests.log" 2>&1
+timeout 120 python -m pytest tests -q -p no:cacheprovider -x --junitxml="$out/tests.xml" > "$out/tests.log" 2>&1
 stage tests "$(tail -1 "$out/tests.log")"
 
 # 3. GPU benchmark suites (CUDA-event medians in extra_info)
-timeout 170 python -m pytest benchmarks/ --benchmark-only -q -p no:cacheprovider -k "cuda" \
+timeout 150 python -m pytest benchmarks/ --benchmark-only -q -p no:cacheprovider -k "cuda" \
   --benchmark-json="$out/benchmarks.json" > "$out/benchmarks.log" 2>&1
 stage "benchmark suites" "$(tail -1 "$out/benchmarks.log")"
 
 # 4. the paper's comparison
-timeout 170 fastadapter bench --preset gpu --out "$out" > "$out/bench.md" 2> "$out/bench.err"
+timeout 140 fastadapter bench --preset gpu --out "$out" > "$out/bench.md" 2> "$out/bench.err"
 stage "fastadapter bench" "$([ -s "$out/bench.json" ] && echo ok || echo 'FAILED (see bench.err)')"
 
 { [ -s "$out/benchmarks.json" ] && python benchmarks/summarize.py "$out/benchmarks.json"; echo; cat "$out/bench.md"; } \
