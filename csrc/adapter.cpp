@@ -146,6 +146,7 @@ class AdapterFunction : public torch::autograd::Function<AdapterFunction> {
     ctx->saved_data["backend"] = backend;
     ctx->saved_data["has_b_up"] = b_up.has_value();
     ctx->mark_non_differentiable({h, mean, rstd});
+    ctx->set_materialize_grads(false);  // else autograd allocates zero grads for h, mean and rstd
     return {y, h, mean, rstd};
   }
 
