@@ -6,6 +6,8 @@
    memory-bound pass timed in the order the op runs them (medians of 25 sequences).
 2. Fused against eager forward+backward at the token counts of one BLIP layer call (20: a batch of 2
    captions in the decoder; 394: 2 images at 224 px), medians of 200 interleaved runs.
+3. The same, interleaved (medians of 40), at the shapes of the pytest-benchmark suite (1154 image tokens,
+   1280 caption tokens; r = 64, 256, 512), whose one-after-another medians carry this machine's drift.
 """
 
 import statistics
@@ -44,16 +46,16 @@ def passes(tokens=8192, width=768, r=256, repeats=25) -> dict[str, float]:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def small_tokens(counts=(20, 394), width=768, r=256) -> dict[int, dict[str, float]]:
+def fused_against_eager(cases, width=768, repeats=200) -> dict[tuple[int, int], dict[str, float]]:
     out = {}
-    for tokens in counts:
+    for tokens, r in cases:
         x, grad = torch.randn(tokens, width, requires_grad=True), torch.randn(tokens, width)
         config = fastadapter.AdapterConfig(bottleneck=r, init="normal")
         eager = fastadapter.Adapter(width, config.replace(backend="reference"))
         fused = fastadapter.Adapter(width, config.replace(backend="cpu"))
         fns = {name: (lambda m: lambda: torch.autograd.grad(m(x), [x, *m.parameters()], grad))(m)
                for name, m in (("eager", eager), ("fused", fused))}
-        out[tokens] = measure.interleaved_medians(fns, repeats=200, warmup=20)
+        out[tokens, r] = measure.interleaved_medians(fns, repeats=repeats, warmup=max(2, repeats // 10))
     return out
 
 
@@ -67,9 +69,11 @@ def main():
         print(f"| {name} | {1e3 * seconds:.2f} | {seconds / total:.1%} |")
     gemms = sum(v for k, v in timed.items() if k.startswith("GEMM"))
     print(f"| **all** (GEMMs {1e3 * gemms:.1f} ms, other passes {1e3 * (total - gemms):.1f} ms) | {1e3 * total:.2f} | |")
-    print("\n| tokens | eager fwd+bwd (µs) | fused fwd+bwd (µs) | fused / eager |\n|---:|---:|---:|---:|")
-    for tokens, t in small_tokens().items():
-        print(f"| {tokens} | {1e6 * t['eager']:.0f} | {1e6 * t['fused']:.0f} | {t['fused'] / t['eager']:.2f} |")
+    print("\n| tokens | r | eager fwd+bwd (µs) | fused fwd+bwd (µs) | fused / eager |\n|---:|---:|---:|---:|---:|")
+    small = fused_against_eager([(20, 256), (394, 256)])
+    suite = fused_against_eager([(t, r) for t in (1154, 1280) for r in (64, 256, 512)], repeats=40)
+    for (tokens, r), t in {**small, **suite}.items():
+        print(f"| {tokens} | {r} | {1e6 * t['eager']:.0f} | {1e6 * t['fused']:.0f} | {t['fused'] / t['eager']:.2f} |")
 
 
 if __name__ == "__main__":
