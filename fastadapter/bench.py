@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -106,21 +105,28 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int = 0) -> dict:
-    """Train `mode` for warmup + steps steps in this process and measure it."""
+def _setup(preset: Preset, checkpoint: str | None, seed: int):
+    """A model in train mode and one batch, on the preset's device and dtype."""
     from .data import caption_batch
-    from .measure import peak_rss_bytes, saved_bytes
-    from .summary import trainable_summary
 
     if preset.device == "cpu":
         torch.set_flush_denormal(True)  # random weights make denormals; they are not what we measure
     torch.manual_seed(seed)
     model = build_model(checkpoint, preset)
-    prepare(model, mode, preset)
     model.train()
     batch = caption_batch(preset.batch, preset.image_size, model.config.text_config.bos_token_id, seed)
     batch = {k: v.to(preset.device) for k, v in batch.items()}
     batch["pixel_values"] = batch["pixel_values"].to(getattr(torch, preset.dtype))
+    return model, batch
+
+
+def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int = 0) -> dict:
+    """Train `mode` for warmup + steps steps in this process and measure it."""
+    from .measure import peak_rss_bytes, saved_bytes, timed_train_step
+    from .summary import trainable_summary
+
+    model, batch = _setup(preset, checkpoint, seed)
+    prepare(model, mode, preset)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5)
     cuda = preset.device == "cuda"
@@ -132,24 +138,19 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
         torch.cuda.reset_peak_memory_stats()
     times, losses = [], []
     for step in range(preset.warmup + preset.steps):
-        start = time.perf_counter()
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if cuda:
-            torch.cuda.synchronize()
+        seconds, loss = timed_train_step(model, batch, optimizer, preset.device)
         if step >= preset.warmup:
-            times.append(time.perf_counter() - start)
+            times.append(seconds)
             losses.append(loss.item())
     step_s = statistics.median(times)
+    summary = trainable_summary(model)
     result = {
-        "mode": mode, "label": MODES[mode], "trainable": sum(p.numel() for p in trainable),
-        "step_s": step_s, "step_min_s": min(times), "step_max_s": max(times), "images_per_s": preset.batch / step_s, "losses": losses, "saved_bytes": saved,
-        "adapters": trainable_summary(model).adapters,
+        "mode": mode, "label": MODES[mode], "trainable": sum(p.numel() for p in trainable), "step_s": step_s,
+        "step_min_s": min(times), "step_max_s": max(times), "images_per_s": preset.batch / step_s,
+        "losses": losses, "saved_bytes": saved, "adapters": summary.adapters,
     }
     if mode == "a":
-        result["untied_trainable"] = trainable_summary(model).decoder_full_untied
+        result["untied_trainable"] = summary.decoder_full_untied
     if cuda:
         result["peak_bytes"] = torch.cuda.max_memory_allocated()
         result["peak_kind"] = "peak allocated (GPU)"
@@ -165,15 +166,9 @@ def paired_eager_fused(preset: Preset, checkpoint: str | None = None, seed: int 
     implementation at every step, so that machine drift hits both alike. Median step seconds of each."""
     import fastadapter
 
-    from .data import caption_batch
+    from .measure import timed_train_step
 
-    if preset.device == "cpu":
-        torch.set_flush_denormal(True)
-    model = build_model(checkpoint, preset)
-    model.train()
-    batch = caption_batch(preset.batch, preset.image_size, model.config.text_config.bos_token_id, seed)
-    batch = {k: v.to(preset.device) for k, v in batch.items()}
-    batch["pixel_values"] = batch["pixel_values"].to(getattr(torch, preset.dtype))
+    model, batch = _setup(preset, checkpoint, seed)
     fastadapter.patch(model, fastadapter.AdapterConfig(bottleneck=preset.bottleneck, init="normal"))
     adapters = list(fastadapter.adapters(model).values())
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -182,14 +177,9 @@ def paired_eager_fused(preset: Preset, checkpoint: str | None = None, seed: int 
         mode = "b" if step % 2 == 0 else "c"
         for adapter in adapters:
             adapter.config = adapter.config.replace(backend="reference" if mode == "b" else "auto")
-        start = time.perf_counter()
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if preset.device == "cuda":
-            torch.cuda.synchronize()
+        seconds, _ = timed_train_step(model, batch, optimizer, preset.device)
         if step >= 2 * preset.warmup:
-            times[mode].append(time.perf_counter() - start)
+            times[mode].append(seconds)
     medians = {mode: statistics.median(values) for mode, values in times.items()}
     return {"b_step_s": medians["b"], "c_step_s": medians["c"], "c/b": medians["c"] / medians["b"],
             "steps_each": len(times["b"])}

@@ -4,12 +4,12 @@ Pillow-made images, eager (reference) adapters against fused ones."""
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 
 from .config import AdapterConfig
 from .data import caption_batch
+from .measure import timed_train_step
 from .patching import adapters, patch, unpatch
 from .summary import trainable_summary
 
@@ -25,13 +25,9 @@ def train_steps(model, batch, steps: int, lr: float = 1e-4) -> tuple[list[float]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     losses, times = [], []
     for step in range(steps + 1):
-        start = time.perf_counter()
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        seconds, loss = timed_train_step(model, batch, optimizer)
         if step:  # step 0 warms up allocators and kernels
-            times.append(time.perf_counter() - start)
+            times.append(seconds)
             losses.append(loss.item())
     return losses, times
 

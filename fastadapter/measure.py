@@ -56,3 +56,15 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 15,
 def peak_rss_bytes() -> int:
     """The process's peak resident set size so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def timed_train_step(model, batch: dict, optimizer, device: str = "cpu") -> tuple[float, torch.Tensor]:
+    """(seconds, loss) of one training step of a Hugging Face model: forward, backward, optimizer step,
+    synchronised on GPU."""
+    start = time.perf_counter()
+    loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    _synchronize(device)
+    return time.perf_counter() - start, loss.detach()
