@@ -259,8 +259,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cpu(const at::Te
   check_norm_act_inputs(h, weight, bias);
   const Activation act = parse_activation(std::string(activation));
   const Norm nrm = parse_norm(std::string(norm));
-  const at::Tensor w = weight.to(at::kFloat).contiguous();
-  const at::Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  const auto params = float_norm_params(weight, bias);  // not a structured binding: lambdas capture these
+  const at::Tensor& w = params.first;
+  const at::Tensor& b = params.second;
   at::Tensor a = at::empty_like(h);
   at::Tensor mean = at::empty({h.size(0)}, h.options().dtype(at::kFloat));
   at::Tensor rstd = at::empty({h.size(0)}, h.options().dtype(at::kFloat));
@@ -284,8 +285,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
   const int64_t r = h.size(1);
   const at::Tensor g = grad_a.contiguous();
   const at::Tensor m = mean.contiguous(), s = rstd.contiguous();
-  const at::Tensor w = weight.to(at::kFloat).contiguous();
-  const at::Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  const auto params = float_norm_params(weight, bias);  // not a structured binding: lambdas capture these
+  const at::Tensor& w = params.first;
+  const at::Tensor& b = params.second;
   at::Tensor a = at::empty_like(h);
   at::Tensor grad_h = at::empty_like(h);
   at::Tensor partial = at::zeros({chunk_count(h.size(0), r), 3, r}, h.options().dtype(at::kFloat));

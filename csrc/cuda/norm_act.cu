@@ -162,8 +162,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::T
   const Activation act = parse_activation(std::string(activation));
   const Norm nrm = parse_norm(std::string(norm));
   const c10::cuda::CUDAGuard guard(h.device());
-  const at::Tensor w = weight.to(at::kFloat).contiguous();
-  const at::Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  const auto params = float_norm_params(weight, bias);  // not a structured binding: lambdas capture these
+  const at::Tensor& w = params.first;
+  const at::Tensor& b = params.second;
   const int64_t rows = h.size(0);
   const int r = static_cast<int>(h.size(1));
   at::Tensor a = at::empty_like(h);
@@ -199,8 +200,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
   const c10::cuda::CUDAGuard guard(h.device());
   const at::Tensor g = grad_a.contiguous();
   const at::Tensor m = mean.contiguous(), s = rstd.contiguous();
-  const at::Tensor w = weight.to(at::kFloat).contiguous();
-  const at::Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  const auto params = float_norm_params(weight, bias);  // not a structured binding: lambdas capture these
+  const at::Tensor& w = params.first;
+  const at::Tensor& b = params.second;
   at::Tensor a = at::empty_like(h);
   at::Tensor grad_h = at::empty_like(h);
   const int warps = static_cast<int>(std::clamp<int64_t>(kSharedFloats / (3 * static_cast<int64_t>(r)), 1, 8));
