@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import json
 import multiprocessing
-import os
 import platform
 import statistics
 from concurrent.futures import ProcessPoolExecutor
@@ -100,11 +99,6 @@ def prepare(model, mode: str, preset: Preset) -> None:
         raise ValueError(f"unknown mode {mode!r}")
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _setup(preset: Preset, checkpoint: str | None, seed: int):
     """A model in train mode and one batch, on the preset's device and dtype."""
     from .data import caption_batch
@@ -122,7 +116,7 @@ def _setup(preset: Preset, checkpoint: str | None, seed: int):
 
 def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int = 0) -> dict:
     """Train `mode` for warmup + steps steps in this process and measure it."""
-    from .measure import peak_rss_bytes, saved_bytes, timed_train_step
+    from .measure import peak_rss_bytes, rss_bytes, saved_bytes, timed_train_step
     from .summary import trainable_summary
 
     model, batch = _setup(preset, checkpoint, seed)
@@ -132,7 +126,7 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
     cuda = preset.device == "cuda"
     saved, graph = saved_bytes(lambda: model(**batch).loss, exclude=model.parameters())
     del graph
-    rss_before = _rss_bytes()
+    rss_before = rss_bytes()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -5,6 +5,7 @@ Used by benchmarks/ and `fastadapter bench`, so every figure is measured one way
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
@@ -51,6 +52,12 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 15,
             _synchronize(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def rss_bytes() -> int:
+    """The process's resident set size now (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def peak_rss_bytes() -> int:
