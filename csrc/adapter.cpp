@@ -1,7 +1,8 @@
 // The adapter op: orchestration and autograd, in C++ so that a call costs a few dispatcher hops, not a
 // Python round trip. The GEMMs are ATen's (bias and residual folded into them); the fused norm+activation
-// pass is the backend's: the native kernels (csrc/cpu, csrc/cuda) through fastadapter::norm_act_*, or
-// Python ones (triton, eager) through fastadapter::norm_act_*_py, registered from fastadapter/ops.py.
+// pass is the backend's: the native kernels (csrc/cpu, csrc/cuda) or Python ones (triton, eager) through
+// fastadapter::norm_act_*_py, registered from fastadapter/ops.py. On CPU the norm pass also walks the
+// residual's rows (y = x + b_up, grad_x = grad_y) and large tensors come from csrc/cpu/memory.cpp.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
@@ -56,17 +57,6 @@ NormActBackward norm_act_backward(const std::string& backend, const Tensor& grad
   return op.call(grad_a, h, mean, rstd, weight, bias, activation, norm, eps, backend);
 }
 
-// grad_x starts as a copy of grad_y (the residual) and accumulates in the last GEMM; grad_b_up = sum of rows.
-std::tuple<Tensor, Tensor> residual_grad(const Tensor& gy) {
-  if (gy.device().is_cpu()) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("fastadapter::residual_grad", "")
-                         .typed<std::tuple<Tensor, Tensor>(const Tensor&)>();
-    return op.call(gy);
-  }
-  return {gy.clone(at::MemoryFormat::Contiguous), gy.sum(0)};
-}
-
 // For long token counts CPU BLAS runs this GEMM faster as (a^T gy)^T (about 8% at 8192 tokens, measured);
 // the transpose copy back costs ~0.25 ms, which pays only beyond this many rows.
 constexpr int64_t kTransposedGradMinRows = 4096;
@@ -76,8 +66,18 @@ Tensor up_weight_grad(const Tensor& gy, const Tensor& a) {
   return gy.t().mm(a);
 }
 
-Tensor down(const Tensor& x2, const Tensor& w_down, const OptTensor& b_down) {
-  return b_down.has_value() ? at::addmm(*b_down, x2, w_down.t()) : x2.mm(w_down.t());
+void down_into(Tensor& h, const Tensor& x2, const Tensor& w_down, const OptTensor& b_down) {
+  if (b_down.has_value()) {
+    at::addmm_out(h, *b_down, x2, w_down.t());
+  } else {
+    at::mm_out(h, x2, w_down.t());
+  }
+}
+
+// The op's large tensors: on CPU from the caching huge-page allocator (csrc/cpu/memory.cpp); other devices'
+// allocators already cache.
+Tensor empty_large(at::IntArrayRef sizes, const Tensor& like) {
+  return like.is_cpu() ? empty_cpu_large(sizes, like.scalar_type()) : at::empty(sizes, like.options());
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> adapter_forward_impl(
@@ -88,15 +88,32 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> adapter_forward_impl(
   auto lead = x.sizes().vec();
   lead.pop_back();
   const Tensor x2 = x.reshape({-1, width});
-  const Tensor h = down(x2, w_down, b_down);
-  auto [a, mean, rstd] = norm_act_forward(std::string(backend), h, norm_weight, norm_bias, activation, norm, eps);
-  Tensor y = b_up.has_value() ? x2 + *b_up : x2.clone(at::MemoryFormat::Contiguous);
-  y.addmm_(a, w_up.t());  // residual and bias ride in the GEMM's accumulator
+  const int64_t rows = x2.size(0);
+  const bool cpu = backend == "cpu";
+  Tensor h = empty_large({rows, r}, x2);  // saved for backward unless recompute
+  down_into(h, x2, w_down, b_down);
+  Tensor y = empty_large({rows, width}, x2);  // starts as x + b_up: the residual rides in the last GEMM
+  Tensor a, mean, rstd;
+  if (cpu) {
+    a = empty_large({rows, r}, x2);
+    mean = at::empty({rows}, x2.options().dtype(at::kFloat));
+    rstd = at::empty({rows}, x2.options().dtype(at::kFloat));
+    const ResidualRows residual{x2.contiguous(), b_up.value_or(Tensor()), y};
+    norm_act_forward_cpu_into(h, norm_weight, norm_bias, activation, norm, eps, a, mean, rstd, &residual);
+  } else {
+    std::tie(a, mean, rstd) = norm_act_forward(std::string(backend), h, norm_weight, norm_bias, activation, norm, eps);
+    if (b_up.has_value()) {
+      at::add_out(y, x2, *b_up);
+    } else {
+      y.copy_(x2);
+    }
+  }
+  y.addmm_(a, w_up.t());
   auto h_shape = lead;
   h_shape.push_back(r);
   auto y_shape = lead;
   y_shape.push_back(width);
-  return {y.view(y_shape), recompute ? h.new_empty({0}) : h.view(h_shape), mean.view(lead), rstd.view(lead)};
+  return {y.view(y_shape), recompute ? x2.new_empty({0}) : h.view(h_shape), mean.view(lead), rstd.view(lead)};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> adapter_backward_impl(
@@ -107,19 +124,37 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> adapter_backw
   const int64_t width = x.size(-1), r = w_down.size(0);
   const Tensor gy = grad_y.reshape({-1, width});
   const Tensor x2 = x.reshape({-1, width});
-  const Tensor h2 = recompute ? down(x2, w_down, b_down) : h.reshape({-1, r});
-  const Tensor grad_a = gy.mm(w_up);
-  auto [a, grad_h, grad_norm_weight, grad_norm_bias, grad_b_down] =
-      norm_act_backward(std::string(backend), grad_a, h2, mean.reshape({-1}), rstd.reshape({-1}), norm_weight,
-                        norm_bias, activation, norm, eps);
-  Tensor grad_x, grad_b_up;
-  if (input_grad) {
-    std::tie(grad_x, grad_b_up) = residual_grad(gy);
-    grad_x = grad_x.addmm_(grad_h, w_down).view(x.sizes());  // the residual's grad rides in the accumulator
+  const int64_t rows = x2.size(0);
+  const bool cpu = backend == "cpu";
+  Tensor h2 = h.reshape({-1, r});
+  if (recompute) {
+    h2 = empty_large({rows, r}, x2);
+    down_into(h2, x2, w_down, b_down);
+  }
+  Tensor grad_a = empty_large({rows, r}, gy);
+  at::mm_out(grad_a, gy, w_up);
+  // grad_x starts as grad_y (the residual's grad) and the last GEMM accumulates into it.
+  Tensor grad_x = input_grad ? empty_large({rows, width}, gy) : x.new_empty({0});
+  Tensor a, grad_h, grad_norm_weight, grad_norm_bias, grad_b_down, grad_b_up;
+  if (cpu) {
+    a = empty_large({rows, r}, x2);
+    grad_h = grad_a;  // computed in place
+    const ResidualRows residual{gy.contiguous(), Tensor(), grad_x};
+    const auto [sums, residual_sums] =
+        norm_act_backward_cpu_into(grad_a, h2, mean.reshape({-1}), rstd.reshape({-1}), norm_weight, norm_bias,
+                                   activation, norm, a, grad_h, input_grad ? &residual : nullptr);
+    grad_norm_weight = sums[0].to(norm_weight.scalar_type(), false, true);
+    grad_norm_bias = sums[1].to(norm_weight.scalar_type(), false, true);
+    grad_b_down = sums[2].to(x2.scalar_type(), false, true);
+    grad_b_up = input_grad ? residual_sums.to(gy.scalar_type()) : gy.sum(0);
   } else {
-    grad_x = x.new_empty({0});
+    std::tie(a, grad_h, grad_norm_weight, grad_norm_bias, grad_b_down) =
+        norm_act_backward(std::string(backend), grad_a, h2, mean.reshape({-1}), rstd.reshape({-1}), norm_weight,
+                          norm_bias, activation, norm, eps);
+    if (input_grad) grad_x.copy_(gy);
     grad_b_up = gy.sum(0);
   }
+  if (input_grad) grad_x = grad_x.addmm_(grad_h, w_down).view(x.sizes());
   return {grad_x, grad_h.t().mm(x2), grad_b_down, grad_norm_weight, grad_norm_bias, up_weight_grad(gy, a), grad_b_up};
 }
 

@@ -88,3 +88,41 @@ constexpr float kSqrt2OverPi = 0.79788456080286536f; // sqrt(2/pi)
 constexpr float kGeluTanhCubic = 0.044715f;
 
 }  // namespace fastadapter
+
+namespace fastadapter {
+
+// The residual's (rows, D) pass, folded into the CPU norm pass's row loop so that this memory-bound copy
+// overlaps the compute-bound norm+activation. Forward: dest = source + bias (y starts as x + b_up and the
+// up-projection GEMM accumulates into it). Backward: dest = source (grad_x starts as grad_y) and the
+// column sums of source (the up-projection bias grad) come back. bias may be undefined.
+struct ResidualRows {
+  at::Tensor source;
+  at::Tensor bias;
+  at::Tensor dest;
+};
+
+// The CPU kernels (csrc/cpu/norm_act.cpp), writing into outputs the caller allocated: the orchestration
+// (csrc/adapter.cpp) folds the residual pass into them. grad_h may alias grad_a (computed in place); residual
+// may be nullptr. The backward returns the per-column sums (3, r) in float32 (grad of norm weight, norm
+// bias, sum of grad_h) and the residual source's column sums (D,) in float32 (undefined without residual).
+void norm_act_forward_cpu_into(const at::Tensor& h, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                               c10::string_view activation, c10::string_view norm, double eps, at::Tensor& a,
+                               at::Tensor& mean, at::Tensor& rstd, const ResidualRows* residual);
+std::pair<at::Tensor, at::Tensor> norm_act_backward_cpu_into(
+    const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
+    const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
+    c10::string_view norm, at::Tensor& a, at::Tensor& grad_h, const ResidualRows* residual);
+
+}  // namespace fastadapter
+
+namespace fastadapter {
+
+// Memory for the CPU adapter (csrc/cpu/memory.cpp). A fresh multi-megabyte tensor costs a page fault per
+// 4 KiB page on first touch, as much as the pass that fills it (benchmarks/results/README.md), so the op's
+// large tensors come from a caching allocator of huge-page blocks.
+// empty_cpu_large: an empty contiguous CPU tensor; from 2 MiB up, from that allocator.
+at::Tensor empty_cpu_large(at::IntArrayRef sizes, at::ScalarType dtype);
+// Frees the allocator's cached (unused) blocks; returns the bytes released.
+int64_t release_cpu_cache();
+
+}  // namespace fastadapter

@@ -3,6 +3,8 @@
 // backends' kernels (triton, eager) and every fake kernel from fastadapter/ops.py through torch.library.
 #include <torch/extension.h>
 
+#include "fastadapter.h"
+
 TORCH_LIBRARY(fastadapter, m) {
   // Norm + activation over the bottleneck, the elementwise middle of the adapter.
   // Returns a = act(norm(h)) and the per-row statistics (mean is 0 for RMSNorm), in float32.
@@ -19,9 +21,6 @@ TORCH_LIBRARY(fastadapter, m) {
   m.def("norm_act_backward_py(Tensor grad_a, Tensor h, Tensor mean, Tensor rstd, Tensor weight, Tensor? bias,"
         " str activation, str norm, float eps, str backend) -> (Tensor a, Tensor grad_h, Tensor grad_weight,"
         " Tensor grad_bias, Tensor grad_h_sum)");
-  // The residual's share of the adapter backward: a copy of grad_y (which grad_x accumulates into) and
-  // its sum over rows (the up-projection bias grad), in one pass over grad_y.
-  m.def("residual_grad(Tensor grad_y) -> (Tensor grad_x, Tensor grad_bias)");
   // The whole adapter y = x + up(act(norm(down(x)))). Also returns what backward needs: h (empty
   // when recompute) and the norm statistics; that is the saved-for-backward contract of every backend.
   m.def("adapter_forward(Tensor x, Tensor w_down, Tensor? b_down, Tensor norm_weight, Tensor? norm_bias,"
@@ -58,6 +57,7 @@ const char* cpu_isa() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fastadapter native kernels (ops are registered under torch.ops.fastadapter)";
   m.def("built_with_cuda", &built_with_cuda, "whether the CUDA kernels were compiled into this build");
-  m.def("cpu_isa", &cpu_isa,
-        "the CPU instruction set the CPU kernels were compiled for");
+  m.def("cpu_isa", &cpu_isa, "the CPU instruction set the CPU kernels were compiled for");
+  m.def("release_cpu_cache", &fastadapter::release_cpu_cache,
+        "frees the CPU blocks cached for reuse by the adapter op; returns the bytes freed");
 }

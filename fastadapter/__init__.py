@@ -11,9 +11,9 @@ except ImportError as error:  # pragma: no cover - only without a build
     ) from error
 
 from .backends import BackendInfo, BackendUnavailableError, backends
-from .ops import adapter
+from .ops import adapter, release_cpu_cache
 
-__all__ = ["adapter", "backends", "BackendInfo", "BackendUnavailableError"]
+__all__ = ["adapter", "release_cpu_cache", "backends", "BackendInfo", "BackendUnavailableError"]
 __version__ = "0.1.0"
 
 from .config import AdapterConfig

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _C  # noqa: F401  (registers the schemas and the native kernels)
+from . import _C  # registers the schemas and the native kernels
 from . import reference
 from .backends import resolve_backend
 
@@ -55,11 +55,6 @@ def _adapter_backward_fake(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight
     return (x.new_empty(x.shape) if input_grad else x.new_empty(0), w_down.new_empty(w_down.shape),
             w_down.new_empty(r), norm_weight.new_empty(r), norm_weight.new_empty(r), w_up.new_empty(w_up.shape),
             w_up.new_empty(w_up.shape[0]))
-
-
-@torch.library.register_fake("fastadapter::residual_grad")
-def _residual_grad_fake(grad_y):
-    return grad_y.new_empty(grad_y.shape), grad_y.new_empty(grad_y.shape[1])
 
 
 @torch.library.register_fake("fastadapter::norm_act_forward")
@@ -135,5 +130,19 @@ def adapter(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation="g
     """
     check_adapter_inputs(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps)
     backend = resolve_backend(backend, x.device)
+    if not torch.is_grad_enabled() or not any(
+            t is not None and t.requires_grad for t in (x, w_down, b_down, norm_weight, norm_bias, w_up, b_up)):
+        recompute = True  # nothing will be saved, so h is only a temporary
     return torch.ops.fastadapter.adapter_forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation,
                                                  norm, float(eps), bool(recompute), backend)[0]
+
+
+def release_cpu_cache() -> int:
+    """Frees the CPU memory the adapter op keeps cached for reuse; returns the bytes freed.
+
+    On CPU the op takes its tensors of 2 MiB and more (outputs, saved h, temporaries) from a small caching
+    allocator: 2 MiB-aligned blocks advised for transparent huge pages, kept after they are freed (up to
+    FASTADAPTER_CPU_CACHE_MB, default 512; 0 turns caching off) and handed out again for the same size,
+    because a fresh multi-megabyte allocation costs a page fault per 4 KiB page on first touch.
+    """
+    return _C.release_cpu_cache()

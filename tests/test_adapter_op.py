@@ -1,5 +1,9 @@
 """The fused adapter op against the float64 eager reference: values and every gradient."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -153,3 +157,58 @@ def test_input_grad_skipped_when_not_needed(backend):
     y = fastadapter.adapter(x, *params, backend=backend)
     y.sum().backward()
     assert x.grad is None and all(p.grad is not None for p in params)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_results_outlive_later_calls(backend):
+    # On CPU the op's large tensors come from a caching allocator that hands freed blocks out again:
+    # nothing still in use may be handed out. Like the layers of a model: every forward first, then every
+    # backward, each checked as it comes.
+    sizes = [(3000, 768, 256), (700, 768, 64), (3000, 768, 256), (9, 64, 32), (700, 768, 64)]
+    if backend == "triton":
+        sizes = [(30, 64, 32), (70, 64, 48), (30, 64, 32)]
+    calls = []
+    for tokens, width, r in sizes:
+        inputs64 = make_inputs(tokens, width, r)
+        leaves = cast(inputs64, torch.float32)
+        calls.append((inputs64, leaves, fastadapter.adapter(*leaves, backend=backend)))
+    for inputs64, leaves, y in calls:
+        grad_y = torch.randn_like(inputs64[0])
+        y_ref, grads_ref = reference_outputs(inputs64, grad_y)
+        grads = torch.autograd.grad(y, leaves, grad_y.float())
+        assert_close(y, y_ref, TOLERANCE[torch.float32], "y")
+        for name, grad, expected in zip(NAMES, grads, grads_ref):
+            assert_close(grad, expected, TOLERANCE[torch.float32], f"grad {name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inference_matches_training_forward(backend):
+    # Without grad nothing is saved, so h becomes a temporary (the recompute path): same values.
+    leaves = cast(make_inputs(33, 64, 24), torch.float32)
+    with_grad = fastadapter.adapter(*leaves, backend=backend)
+    with torch.no_grad():
+        without_grad = fastadapter.adapter(*leaves, backend=backend)
+    assert not without_grad.requires_grad
+    torch.testing.assert_close(without_grad, with_grad.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_release_cpu_cache():
+    # 2000 x 768 float32 outputs are 6 MB: they come from the caching allocator, and go back to it when freed.
+    x, *params = cast(make_inputs(2000, 768, 64), torch.float32, requires_grad=False)
+    expected = reference.adapter(x, *params)
+    y = fastadapter.adapter(x, *params, backend="cpu")
+    del y
+    assert fastadapter.release_cpu_cache() >= 2000 * 768 * 4
+    assert fastadapter.release_cpu_cache() == 0
+    torch.testing.assert_close(fastadapter.adapter(x, *params, backend="cpu"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_cache_can_be_turned_off():
+    # The limit is read once per process, hence a fresh interpreter.
+    script = ("import torch, fastadapter\n"
+              "p = [torch.randn(64, 768), None, torch.ones(64), None, torch.randn(768, 64), None]\n"
+              "fastadapter.adapter(torch.randn(2000, 768), *p, backend='cpu')\n"
+              "print(fastadapter.release_cpu_cache())\n")
+    env = {**os.environ, "FASTADAPTER_CPU_CACHE_MB": "0"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"

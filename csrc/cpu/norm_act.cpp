@@ -203,28 +203,74 @@ void finish_row(const float* computed, T* row, int64_t r) {
   if constexpr (!std::is_same_v<T, float>) at::vec::convert(computed, row, r);
 }
 
-template <typename T, Activation A, Norm N>
+// The residual's rows, walked inside the norm pass's row loop (see ResidualRows in fastadapter.h):
+// dest[i] = source[i] (+ bias), and, with a partial-sum buffer, source summed over each chunk's rows.
+// NoResidual is the plain norm pass.
+struct NoResidual {
+  static constexpr int64_t scratch_floats = 0;
+  void row(int64_t, float*, float*) const {}
+};
+
+template <typename T>
+struct ResidualRowCopy {
+  const T* source;
+  const float* bias;  // nullable
+  T* dest;
+  int64_t width;
+  int64_t scratch_floats;
+
+  ResidualRowCopy(const ResidualRows& rows, const at::Tensor& float_bias)
+      : source(rows.source.const_data_ptr<T>()),
+        bias(float_bias.defined() ? float_bias.const_data_ptr<float>() : nullptr),
+        dest(rows.dest.mutable_data_ptr<T>()),
+        width(rows.source.size(1)),
+        scratch_floats(std::is_same_v<T, float> ? 0 : width) {}
+
+  // column_sums: this chunk's (width,) accumulator, or nullptr when the sums are not wanted.
+  void row(int64_t i, float* column_sums, float* scratch) const {
+    const T* src = source + i * width;
+    T* dst = dest + i * width;
+    const float* in = row_as_float(src, scratch, width);
+    float* out = output_row(dst, scratch);
+    for (int64_t j = 0; j < width; j += kLanes) {
+      const Vec v = load(in, j, width);
+      if (column_sums) store(load(column_sums, j, width) + v, column_sums, j, width);
+      store(bias ? v + load(bias, j, width) : v, out, j, width);
+    }
+    finish_row(out, dst, width);
+  }
+};
+
+inline int64_t residual_width(const NoResidual&) { return 0; }
+template <typename T>
+int64_t residual_width(const ResidualRowCopy<T>& residual) { return residual.width; }
+
+template <typename T, Activation A, Norm N, typename Residual>
 void forward_kernel(const at::Tensor& h, const float* w, const float* b, float eps, at::Tensor& a, at::Tensor& mean,
-                    at::Tensor& rstd) {
+                    at::Tensor& rstd, const Residual& residual) {
   const int64_t rows = h.size(0), r = h.size(1);
   const T* hp = h.const_data_ptr<T>();
   T* ap = a.mutable_data_ptr<T>();
   float* mp = mean.mutable_data_ptr<float>();
   float* rp = rstd.mutable_data_ptr<float>();
   at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / r), [&](int64_t begin, int64_t end) {
-    std::vector<float> buffer(std::is_same_v<T, float> ? 0 : 2 * r);
+    std::vector<float> buffer((std::is_same_v<T, float> ? 0 : 2 * r) + residual.scratch_floats);
+    float* residual_scratch = buffer.data() + buffer.size() - residual.scratch_floats;
     for (int64_t i = begin; i < end; ++i) {
       const float* hrow = row_as_float(hp + i * r, buffer.data(), r);
       float* arow = output_row(ap + i * r, buffer.data() + r);
       forward_row<A, N>(hrow, w, b, r, eps, arow, mp[i], rp[i]);
       finish_row(arow, ap + i * r, r);
+      residual.row(i, nullptr, residual_scratch);
     }
   });
 }
 
-template <typename T, Activation A, Norm N>
+// partial: (chunks, 3, r) norm sums; residual_partial: (chunks, width) or undefined.
+template <typename T, Activation A, Norm N, typename Residual>
 void backward_kernel(const at::Tensor& grad_a, const at::Tensor& h, const float* mp, const float* rp, const float* w,
-                     const float* b, at::Tensor& a, at::Tensor& grad_h, at::Tensor& partial) {
+                     const float* b, at::Tensor& a, at::Tensor& grad_h, at::Tensor& partial, const Residual& residual,
+                     float* residual_partial) {
   const int64_t rows = h.size(0), r = h.size(1);
   const int64_t chunks = partial.size(0);
   const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
@@ -234,10 +280,12 @@ void backward_kernel(const at::Tensor& grad_a, const at::Tensor& h, const float*
   T* ghp = grad_h.mutable_data_ptr<T>();
   float* pp = partial.mutable_data_ptr<float>();
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    std::vector<float> buffer(std::is_same_v<T, float> ? r : 5 * r);
+    std::vector<float> buffer((std::is_same_v<T, float> ? r : 5 * r) + residual.scratch_floats);
     float* scratch = buffer.data();
+    float* residual_scratch = buffer.data() + buffer.size() - residual.scratch_floats;
     for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       float* acc = pp + c * 3 * r;
+      float* residual_acc = residual_partial ? residual_partial + c * residual_width(residual) : nullptr;
       const int64_t end = std::min(rows, (c + 1) * rows_per_chunk);
       for (int64_t i = c * rows_per_chunk; i < end; ++i) {
         const float* hrow = row_as_float(hp + i * r, scratch + r, r);
@@ -247,39 +295,64 @@ void backward_kernel(const at::Tensor& grad_a, const at::Tensor& h, const float*
         backward_row<A, N>(grow, hrow, mp[i], rp[i], w, b, r, arow, ghrow, acc, scratch);
         finish_row(arow, ap + i * r, r);
         finish_row(ghrow, ghp + i * r, r);
+        residual.row(i, residual_acc, residual_scratch);
       }
     }
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cpu(const at::Tensor& h, const at::Tensor& weight,
-                                                                    const std::optional<at::Tensor>& bias,
-                                                                    c10::string_view activation, c10::string_view norm,
-                                                                    double eps) {
+// Calls f(residual functor) for the given residual rows (or NoResidual), in h's dtype.
+template <typename T, typename F>
+void with_residual(const ResidualRows* rows, const at::Tensor& float_bias, F&& f) {
+  if (rows == nullptr) {
+    f(NoResidual{});
+  } else {
+    f(ResidualRowCopy<T>(*rows, float_bias));
+  }
+}
+
+void check_residual_rows(const ResidualRows& rows, int64_t h_rows) {
+  const at::Tensor& src = rows.source;
+  TORCH_CHECK(src.dim() == 2 && src.is_contiguous() && src.size(0) == h_rows,
+              "fastadapter: the residual source must be a contiguous (", h_rows, ", D) tensor, got ", src.sizes());
+  TORCH_CHECK(rows.dest.sizes() == src.sizes() && rows.dest.is_contiguous() &&
+                  rows.dest.scalar_type() == src.scalar_type(),
+              "fastadapter: the residual destination must be contiguous and match its source");
+  TORCH_CHECK(!rows.bias.defined() || (rows.bias.dim() == 1 && rows.bias.size(0) == src.size(1)),
+              "fastadapter: the residual bias must have shape (", src.size(1), ",)");
+}
+
+}  // namespace
+
+void norm_act_forward_cpu_into(const at::Tensor& h, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                               c10::string_view activation, c10::string_view norm, double eps, at::Tensor& a,
+                               at::Tensor& mean, at::Tensor& rstd, const ResidualRows* residual) {
   check_norm_act_inputs(h, weight, bias);
+  if (residual) check_residual_rows(*residual, h.size(0));
   const Activation act = parse_activation(std::string(activation));
   const Norm nrm = parse_norm(std::string(norm));
   const auto params = float_norm_params(weight, bias);  // not a structured binding: lambdas capture these
   const at::Tensor& w = params.first;
   const at::Tensor& b = params.second;
-  at::Tensor a = at::empty_like(h);
-  at::Tensor mean = at::empty({h.size(0)}, h.options().dtype(at::kFloat));
-  at::Tensor rstd = at::empty({h.size(0)}, h.options().dtype(at::kFloat));
+  const at::Tensor residual_bias =
+      residual && residual->bias.defined() ? residual->bias.to(at::kFloat).contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_forward", [&] {
-    dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
-      forward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>(
-          h, w.const_data_ptr<float>(), b.defined() ? b.const_data_ptr<float>() : nullptr, static_cast<float>(eps),
-          a, mean, rstd);
+    with_residual<scalar_t>(residual, residual_bias, [&](const auto& residual_rows) {
+      dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
+        forward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>(
+            h, w.const_data_ptr<float>(), b.defined() ? b.const_data_ptr<float>() : nullptr,
+            static_cast<float>(eps), a, mean, rstd, residual_rows);
+      });
     });
   });
-  return {a, mean, rstd};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cpu(
+std::pair<at::Tensor, at::Tensor> norm_act_backward_cpu_into(
     const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
     const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
-    c10::string_view norm) {
+    c10::string_view norm, at::Tensor& a, at::Tensor& grad_h, const ResidualRows* residual) {
   check_norm_act_backward_inputs(grad_a, h, mean, rstd, weight, bias);
+  if (residual) check_residual_rows(*residual, h.size(0));
   const Activation act = parse_activation(std::string(activation));
   const Norm nrm = parse_norm(std::string(norm));
   const int64_t r = h.size(1);
@@ -288,54 +361,53 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
   const auto params = float_norm_params(weight, bias);  // not a structured binding: lambdas capture these
   const at::Tensor& w = params.first;
   const at::Tensor& b = params.second;
-  at::Tensor a = at::empty_like(h);
-  at::Tensor grad_h = at::empty_like(h);
-  at::Tensor partial = at::zeros({chunk_count(h.size(0), r), 3, r}, h.options().dtype(at::kFloat));
+  const int64_t chunks = chunk_count(h.size(0), r);
+  at::Tensor partial = at::zeros({chunks, 3, r}, h.options().dtype(at::kFloat));
+  at::Tensor residual_partial =
+      residual ? at::zeros({chunks, residual->source.size(1)}, h.options().dtype(at::kFloat)) : at::Tensor();
+  const at::Tensor no_bias;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_backward", [&] {
-    dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
-      backward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>(
-          g, h, m.const_data_ptr<float>(), s.const_data_ptr<float>(), w.const_data_ptr<float>(),
-          b.defined() ? b.const_data_ptr<float>() : nullptr, a, grad_h, partial);
+    with_residual<scalar_t>(residual, no_bias, [&](const auto& residual_rows) {
+      dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
+        backward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>(
+            g, h, m.const_data_ptr<float>(), s.const_data_ptr<float>(), w.const_data_ptr<float>(),
+            b.defined() ? b.const_data_ptr<float>() : nullptr, a, grad_h, partial, residual_rows,
+            residual ? residual_partial.mutable_data_ptr<float>() : nullptr);
+      });
     });
   });
-  // Outputs must not alias: each grad is its own copy of a row of the reduced sums.
-  const at::Tensor sums = partial.sum(0);
-  return {a, grad_h, sums[0].to(weight.scalar_type(), false, true), sums[1].to(weight.scalar_type(), false, true),
-          sums[2].to(h.scalar_type(), false, true)};
+  return {partial.sum(0), residual ? residual_partial.sum(0) : at::Tensor()};
 }
 
-std::tuple<at::Tensor, at::Tensor> residual_grad_cpu(const at::Tensor& grad_y) {
-  TORCH_CHECK(grad_y.dim() == 2, "fastadapter: residual_grad expects a 2-D grad_y, got ", grad_y.sizes());
-  const at::Tensor g = grad_y.contiguous();
-  const int64_t rows = g.size(0), width = g.size(1);
-  at::Tensor copy = at::empty_like(g);
-  const int64_t chunks = chunk_count(rows, width);
-  const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
-  at::Tensor partial = at::zeros({chunks, width}, g.options().dtype(at::kFloat));
-  float* pp = partial.mutable_data_ptr<float>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "fastadapter_residual_grad", [&] {
-    const scalar_t* src = g.const_data_ptr<scalar_t>();
-    scalar_t* dst = copy.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-      std::vector<float> buffer(std::is_same_v<scalar_t, float> ? 0 : width);
-      for (int64_t c = chunk_begin; c < chunk_end; ++c) {
-        float* acc = pp + c * width;
-        const int64_t end = std::min(rows, (c + 1) * rows_per_chunk);
-        for (int64_t i = c * rows_per_chunk; i < end; ++i) {
-          std::copy(src + i * width, src + (i + 1) * width, dst + i * width);
-          const float* row = row_as_float(src + i * width, buffer.data(), width);
-          for (int64_t j = 0; j < width; j += kLanes) store(load(acc, j, width) + load(row, j, width), acc, j, width);
-        }
-      }
-    });
-  });
-  return {copy, partial.sum(0).to(g.scalar_type())};
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cpu(const at::Tensor& h, const at::Tensor& weight,
+                                                                    const std::optional<at::Tensor>& bias,
+                                                                    c10::string_view activation, c10::string_view norm,
+                                                                    double eps) {
+  at::Tensor a = at::empty_like(h);
+  at::Tensor mean = at::empty({h.size(0)}, h.options().dtype(at::kFloat));
+  at::Tensor rstd = at::empty({h.size(0)}, h.options().dtype(at::kFloat));
+  norm_act_forward_cpu_into(h, weight, bias, activation, norm, eps, a, mean, rstd, nullptr);
+  return {a, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cpu(
+    const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
+    const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
+    c10::string_view norm) {
+  at::Tensor a = at::empty_like(h);
+  at::Tensor grad_h = at::empty_like(h);
+  const at::Tensor sums =
+      norm_act_backward_cpu_into(grad_a, h, mean, rstd, weight, bias, activation, norm, a, grad_h, nullptr).first;
+  // Outputs must not alias: each grad is its own copy of a row of the reduced sums.
+  return {a, grad_h, sums[0].to(weight.scalar_type(), false, true), sums[1].to(weight.scalar_type(), false, true),
+          sums[2].to(h.scalar_type(), false, true)};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastadapter, CPU, m) {
-  m.impl("residual_grad", &residual_grad_cpu);
   m.impl("norm_act_forward", &norm_act_forward_cpu);
   m.impl("norm_act_backward", &norm_act_backward_cpu);
 }
