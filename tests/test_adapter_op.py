@@ -159,8 +159,10 @@ def test_input_grad_skipped_when_not_needed(backend):
     assert x.grad is None and all(p.grad is not None for p in params)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_results_outlive_later_calls(backend):
+# bfloat16 is left to tests/test_gpu.py for Triton: the interpreter does not run it on CPU.
+@pytest.mark.parametrize("backend,dtype", [(b, d) for b in BACKENDS for d in (torch.float32, torch.bfloat16)
+                                           if b != "triton" or d == torch.float32])
+def test_results_outlive_later_calls(backend, dtype):
     # On CPU the op's large tensors come from a caching allocator that hands freed blocks out again:
     # nothing still in use may be handed out. Like the layers of a model: every forward first, then every
     # backward, each checked as it comes.
@@ -170,15 +172,15 @@ def test_results_outlive_later_calls(backend):
     calls = []
     for tokens, width, r in sizes:
         inputs64 = make_inputs(tokens, width, r)
-        leaves = cast(inputs64, torch.float32)
+        leaves = cast(inputs64, dtype)
         calls.append((inputs64, leaves, fastadapter.adapter(*leaves, backend=backend)))
     for inputs64, leaves, y in calls:
         grad_y = torch.randn_like(inputs64[0])
         y_ref, grads_ref = reference_outputs(inputs64, grad_y)
-        grads = torch.autograd.grad(y, leaves, grad_y.float())
-        assert_close(y, y_ref, TOLERANCE[torch.float32], "y")
+        grads = torch.autograd.grad(y, leaves, grad_y.to(dtype))
+        assert_close(y, y_ref, TOLERANCE[dtype], "y")
         for name, grad, expected in zip(NAMES, grads, grads_ref):
-            assert_close(grad, expected, TOLERANCE[torch.float32], f"grad {name}")
+            assert_close(grad, expected, TOLERANCE[dtype], f"grad {name}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
