@@ -205,10 +205,10 @@ def test_release_cpu_cache():
     torch.testing.assert_close(fastadapter.adapter(x, *params, backend="cpu"), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("limit,cached,warning", [("0", False, False), ("lots", True, True)])
+@pytest.mark.parametrize("limit,cached,warning", [("0", False, False), ("-5", True, True), ("12MB", True, True)])
 def test_cpu_cache_limit_from_the_environment(limit, cached, warning):
-    # The limit is read once per process, hence a fresh interpreter. 0 turns caching off; a value that is
-    # not a number warns and keeps the default.
+    # The limit is read once per process, hence a fresh interpreter. 0 turns caching off; anything but a
+    # whole number of MiB warns and keeps the default.
     script = ("import torch, fastadapter\n"
               "p = [torch.randn(64, 768), None, torch.ones(64), None, torch.randn(768, 64), None]\n"
               "fastadapter.adapter(torch.randn(2000, 768), *p, backend='cpu')\n"
@@ -216,4 +216,4 @@ def test_cpu_cache_limit_from_the_environment(limit, cached, warning):
     env = {**os.environ, "FASTADAPTER_CPU_CACHE_MB": limit}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert (int(out.stdout.strip()) >= 2000 * 768 * 4) == cached
-    assert ("FASTADAPTER_CPU_CACHE_MB='lots' is not a number" in out.stderr) == warning
+    assert (f"FASTADAPTER_CPU_CACHE_MB='{limit}' is not a non-negative whole number" in out.stderr) == warning

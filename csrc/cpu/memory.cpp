@@ -18,14 +18,20 @@ namespace {
 constexpr size_t kHugePage = size_t{2} << 20;
 
 size_t cache_limit_from_env() {
+  constexpr size_t kDefault = size_t{512} << 20;
   const char* mb = std::getenv("FASTADAPTER_CPU_CACHE_MB");
-  if (mb == nullptr || *mb == '\0') return size_t{512} << 20;
+  if (mb == nullptr || *mb == '\0') return kDefault;
   try {
-    return static_cast<size_t>(std::stoull(mb)) << 20;
+    size_t parsed = 0;
+    const long long value = std::stoll(mb, &parsed);
+    if (parsed == std::string(mb).size() && value >= 0 && value < (1LL << 40)) {
+      return static_cast<size_t>(value) << 20;
+    }
   } catch (const std::exception&) {
-    TORCH_WARN("fastadapter: FASTADAPTER_CPU_CACHE_MB='", mb, "' is not a number of MiB; using the default 512");
-    return size_t{512} << 20;
   }
+  TORCH_WARN("fastadapter: FASTADAPTER_CPU_CACHE_MB='", mb,
+             "' is not a non-negative whole number of MiB; using the default 512");
+  return kDefault;
 }
 
 // Blocks are 2 MiB-aligned and advised for transparent huge pages (as torch's own CPU allocator does under
