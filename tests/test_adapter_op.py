@@ -217,3 +217,32 @@ def test_cpu_cache_limit_from_the_environment(limit, cached, warning):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert (int(out.stdout.strip()) >= 2000 * 768 * 4) == cached
     assert (f"FASTADAPTER_CPU_CACHE_MB='{limit}' is not a non-negative whole number" in out.stderr) == warning
+
+
+def test_cpu_cache_across_fork():
+    # The cache's lock is held across fork() and released on both sides (pthread_atfork): a forked child
+    # (a DataLoader worker, say) reuses the blocks it inherited and allocates new ones without deadlock.
+    import multiprocessing
+
+    x, *params = cast(make_inputs(2000, 768, 64), torch.float32, requires_grad=False)
+    expected = reference.adapter(x, *params)
+    kept = fastadapter.adapter(x, *params, backend="cpu")  # a live block the child inherits
+    fastadapter.adapter(x, *params, backend="cpu")  # and a cached one (the output is dropped at once)
+    results = multiprocessing.get_context("fork").SimpleQueue()
+
+    def child():
+        torch.set_num_threads(1)  # GNU OpenMP's thread pool does not survive fork
+        y = fastadapter.adapter(x, *params, backend="cpu")
+        results.put(bool(torch.allclose(y, expected, rtol=1e-5, atol=1e-5)) and
+                    bool(torch.allclose(kept, expected, rtol=1e-5, atol=1e-5)))
+        del y
+        fastadapter.release_cpu_cache()
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(timeout=60)
+    if process.is_alive():
+        process.kill()
+        pytest.fail("the forked child hung (a lock left held across fork?)")
+    assert process.exitcode == 0, "the forked child did not finish cleanly"
+    assert results.get() is True

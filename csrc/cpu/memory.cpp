@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <pthread.h>
 #include <mutex>
 #include <string>
 #include <sys/mman.h>
@@ -80,6 +81,11 @@ class BlockCache {
     }
   }
 
+  // fork() while another thread holds the lock would leave it locked forever in the child: hold it across
+  // the fork (prepare) and let both sides go on (parent, child). The child's thread is the forking one.
+  void lock_for_fork() { mutex_.lock(); }
+  void unlock_after_fork() { mutex_.unlock(); }
+
   int64_t release() {
     std::lock_guard<std::mutex> lock(mutex_);
     const size_t released = cached_;
@@ -100,10 +106,18 @@ class BlockCache {
   const size_t limit_ = cache_limit_from_env();
 };
 
+BlockCache* new_block_cache();
+
 // Never destroyed: tensors may be freed during interpreter shutdown, after static destructors ran.
 BlockCache& block_cache() {
-  static auto* cache = new BlockCache();
+  static BlockCache* cache = new_block_cache();
   return *cache;
+}
+
+BlockCache* new_block_cache() {
+  pthread_atfork([] { block_cache().lock_for_fork(); }, [] { block_cache().unlock_after_fork(); },
+                 [] { block_cache().unlock_after_fork(); });
+  return new BlockCache();
 }
 
 void give_back_block(void* p) { block_cache().give_back(p); }
