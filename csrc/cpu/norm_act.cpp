@@ -204,46 +204,46 @@ void finish_row(const float* computed, T* row, int64_t r) {
 }
 
 // The residual's rows, walked inside the norm pass's row loop (see ResidualRows in fastadapter.h):
-// dest[i] = source[i] (+ bias), and, with a partial-sum buffer, source summed over each chunk's rows.
-// NoResidual is the plain norm pass.
+// dest[i] = source[i] (+ bias), and, when column_sums is given ((chunks, width) float32), source summed
+// into the row's chunk. NoResidual is the plain norm pass.
 struct NoResidual {
   static constexpr int64_t scratch_floats = 0;
-  void row(int64_t, float*, float*) const {}
+  void row(int64_t, int64_t, float*) const {}
 };
 
 template <typename T>
 struct ResidualRowCopy {
   const T* source;
-  const float* bias;  // nullable
   T* dest;
+  at::Tensor float_bias;  // undefined without bias
+  const float* bias;
+  float* column_sums;  // nullable
   int64_t width;
   int64_t scratch_floats;
 
-  ResidualRowCopy(const ResidualRows& rows, const at::Tensor& float_bias)
+  ResidualRowCopy(const ResidualRows& rows, float* column_sums)
       : source(rows.source.const_data_ptr<T>()),
-        bias(float_bias.defined() ? float_bias.const_data_ptr<float>() : nullptr),
         dest(rows.dest.mutable_data_ptr<T>()),
+        float_bias(rows.bias.defined() ? rows.bias.to(at::kFloat).contiguous() : at::Tensor()),
+        bias(float_bias.defined() ? float_bias.const_data_ptr<float>() : nullptr),
+        column_sums(column_sums),
         width(rows.source.size(1)),
         scratch_floats(std::is_same_v<T, float> ? 0 : width) {}
 
-  // column_sums: this chunk's (width,) accumulator, or nullptr when the sums are not wanted.
-  void row(int64_t i, float* column_sums, float* scratch) const {
+  void row(int64_t i, int64_t chunk, float* scratch) const {
     const T* src = source + i * width;
     T* dst = dest + i * width;
+    float* sums = column_sums ? column_sums + chunk * width : nullptr;
     const float* in = row_as_float(src, scratch, width);
     float* out = output_row(dst, scratch);
     for (int64_t j = 0; j < width; j += kLanes) {
       const Vec v = load(in, j, width);
-      if (column_sums) store(load(column_sums, j, width) + v, column_sums, j, width);
+      if (sums) store(load(sums, j, width) + v, sums, j, width);
       store(bias ? v + load(bias, j, width) : v, out, j, width);
     }
     finish_row(out, dst, width);
   }
 };
-
-inline int64_t residual_width(const NoResidual&) { return 0; }
-template <typename T>
-int64_t residual_width(const ResidualRowCopy<T>& residual) { return residual.width; }
 
 template <typename T, Activation A, Norm N, typename Residual>
 void forward_kernel(const at::Tensor& h, const float* w, const float* b, float eps, at::Tensor& a, at::Tensor& mean,
@@ -261,16 +261,15 @@ void forward_kernel(const at::Tensor& h, const float* w, const float* b, float e
       float* arow = output_row(ap + i * r, buffer.data() + r);
       forward_row<A, N>(hrow, w, b, r, eps, arow, mp[i], rp[i]);
       finish_row(arow, ap + i * r, r);
-      residual.row(i, nullptr, residual_scratch);
+      residual.row(i, 0, residual_scratch);
     }
   });
 }
 
-// partial: (chunks, 3, r) norm sums; residual_partial: (chunks, width) or undefined.
+// partial: (chunks, 3, r) norm sums; the residual's rows are summed by chunk as well.
 template <typename T, Activation A, Norm N, typename Residual>
 void backward_kernel(const at::Tensor& grad_a, const at::Tensor& h, const float* mp, const float* rp, const float* w,
-                     const float* b, at::Tensor& a, at::Tensor& grad_h, at::Tensor& partial, const Residual& residual,
-                     float* residual_partial) {
+                     const float* b, at::Tensor& a, at::Tensor& grad_h, at::Tensor& partial, const Residual& residual) {
   const int64_t rows = h.size(0), r = h.size(1);
   const int64_t chunks = partial.size(0);
   const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
@@ -285,7 +284,6 @@ void backward_kernel(const at::Tensor& grad_a, const at::Tensor& h, const float*
     float* residual_scratch = buffer.data() + buffer.size() - residual.scratch_floats;
     for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       float* acc = pp + c * 3 * r;
-      float* residual_acc = residual_partial ? residual_partial + c * residual_width(residual) : nullptr;
       const int64_t end = std::min(rows, (c + 1) * rows_per_chunk);
       for (int64_t i = c * rows_per_chunk; i < end; ++i) {
         const float* hrow = row_as_float(hp + i * r, scratch + r, r);
@@ -295,7 +293,7 @@ void backward_kernel(const at::Tensor& grad_a, const at::Tensor& h, const float*
         backward_row<A, N>(grow, hrow, mp[i], rp[i], w, b, r, arow, ghrow, acc, scratch);
         finish_row(arow, ap + i * r, r);
         finish_row(ghrow, ghp + i * r, r);
-        residual.row(i, residual_acc, residual_scratch);
+        residual.row(i, c, residual_scratch);
       }
     }
   });
@@ -303,11 +301,11 @@ void backward_kernel(const at::Tensor& grad_a, const at::Tensor& h, const float*
 
 // Calls f(residual functor) for the given residual rows (or NoResidual), in h's dtype.
 template <typename T, typename F>
-void with_residual(const ResidualRows* rows, const at::Tensor& float_bias, F&& f) {
+void with_residual(const ResidualRows* rows, float* column_sums, F&& f) {
   if (rows == nullptr) {
     f(NoResidual{});
   } else {
-    f(ResidualRowCopy<T>(*rows, float_bias));
+    f(ResidualRowCopy<T>(*rows, column_sums));
   }
 }
 
@@ -334,10 +332,8 @@ void norm_act_forward_cpu_into(const at::Tensor& h, const at::Tensor& weight, co
   const auto params = float_norm_params(weight, bias);  // not a structured binding: lambdas capture these
   const at::Tensor& w = params.first;
   const at::Tensor& b = params.second;
-  const at::Tensor residual_bias =
-      residual && residual->bias.defined() ? residual->bias.to(at::kFloat).contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_forward", [&] {
-    with_residual<scalar_t>(residual, residual_bias, [&](const auto& residual_rows) {
+    with_residual<scalar_t>(residual, nullptr, [&](const auto& residual_rows) {
       dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
         forward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>(
             h, w.const_data_ptr<float>(), b.defined() ? b.const_data_ptr<float>() : nullptr,
@@ -365,14 +361,13 @@ std::pair<at::Tensor, at::Tensor> norm_act_backward_cpu_into(
   at::Tensor partial = at::zeros({chunks, 3, r}, h.options().dtype(at::kFloat));
   at::Tensor residual_partial =
       residual ? at::zeros({chunks, residual->source.size(1)}, h.options().dtype(at::kFloat)) : at::Tensor();
-  const at::Tensor no_bias;
+  float* column_sums = residual ? residual_partial.mutable_data_ptr<float>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_backward", [&] {
-    with_residual<scalar_t>(residual, no_bias, [&](const auto& residual_rows) {
+    with_residual<scalar_t>(residual, column_sums, [&](const auto& residual_rows) {
       dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
         backward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>(
             g, h, m.const_data_ptr<float>(), s.const_data_ptr<float>(), w.const_data_ptr<float>(),
-            b.defined() ? b.const_data_ptr<float>() : nullptr, a, grad_h, partial, residual_rows,
-            residual ? residual_partial.mutable_data_ptr<float>() : nullptr);
+            b.defined() ? b.const_data_ptr<float>() : nullptr, a, grad_h, partial, residual_rows);
       });
     });
   });
