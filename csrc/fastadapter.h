@@ -117,8 +117,8 @@ std::pair<at::Tensor, at::Tensor> norm_act_backward_cpu_into(
 
 namespace fastadapter {
 
-// Memory for the CPU adapter (csrc/cpu/memory.cpp). A fresh multi-megabyte tensor costs a page fault per
-// 4 KiB page on first touch, as much as the pass that fills it (benchmarks/results/README.md), so the op's
+// Memory for the CPU adapter (csrc/cpu/memory.cpp). Fresh multi-megabyte memory faults once per 4 KiB page
+// on first touch; turning the cache off costs the op 0.75x -> 0.89x of eager (benchmarks/results/), so the op's
 // large tensors come from a caching allocator of huge-page blocks.
 // empty_cpu_large: an empty contiguous CPU tensor; from 2 MiB up, from that allocator.
 at::Tensor empty_cpu_large(at::IntArrayRef sizes, at::ScalarType dtype);

@@ -143,6 +143,6 @@ def release_cpu_cache() -> int:
     On CPU the op takes its tensors of 2 MiB and more (outputs, saved h, temporaries) from a small caching
     allocator: 2 MiB-aligned blocks advised for transparent huge pages, kept after they are freed (up to
     FASTADAPTER_CPU_CACHE_MB, default 512; 0 turns caching off) and handed out again for a request they
-    fit without wasting more than half of themselves, because a fresh multi-megabyte allocation costs a page fault per 4 KiB page on first touch.
+    fit without wasting more than half of themselves, because fresh multi-megabyte memory faults once per 4 KiB page on first touch.
     """
     return _C.release_cpu_cache()
