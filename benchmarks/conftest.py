@@ -19,13 +19,30 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def cuda_event_median_ms(fn, setup, rounds=50):
+    """Median CUDA-event time of fn, with setup() run untimed before each round (do_bench has no setup)."""
+    times = []
+    for _ in range(rounds + 2):  # two warm-up rounds
+        setup()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times[2:])[rounds // 2]
+
+
 def time_call(benchmark, fn, device, setup=None):
-    """Time fn with pytest-benchmark (synchronised on GPU). On GPU also record the CUDA-event median of
-    triton.testing.do_bench, since a wall clock around asynchronous launches misleads."""
-    if device == "cuda" and setup is None:
+    """Time fn with pytest-benchmark (synchronised on GPU). On GPU also record a CUDA-event median
+    (triton.testing.do_bench, or our own loop when each round needs an untimed setup), since a wall
+    clock around asynchronous launches misleads."""
+    if device == "cuda":
         import triton.testing
 
-        benchmark.extra_info["do_bench_median_ms"] = triton.testing.do_bench(fn, return_mode="median")
+        benchmark.extra_info["cuda_event_median_ms"] = (
+            triton.testing.do_bench(fn, return_mode="median") if setup is None else cuda_event_median_ms(fn, setup))
 
     def run():
         fn()

@@ -1,7 +1,7 @@
-"""A Markdown table of a pytest-benchmark JSON file: per case, the median time (the CUDA-event median on GPU)
-and bytes saved for backward of each implementation.
+"""A Markdown table of pytest-benchmark JSON files (several runs of the suites merge into one table): per
+case, the median time (the CUDA-event median on GPU) and bytes saved for backward of each implementation.
 
-    python benchmarks/summarize.py BENCHMARKS_JSON
+    python benchmarks/summarize.py BENCHMARKS_JSON [MORE_JSON ...]
 """
 
 import json
@@ -11,13 +11,13 @@ from pathlib import Path
 ORDER = ("eager", "compile", "cpu", "cuda", "triton")
 
 
-def table(path: Path) -> str:
+def table(*paths: Path) -> str:
     rows: dict[str, dict] = {}
-    for b in json.loads(path.read_text())["benchmarks"]:
+    for b in (b for path in paths for b in json.loads(path.read_text())["benchmarks"]):
         info = b["extra_info"]
         if "impl" not in info:
             continue
-        ms = info.get("do_bench_median_ms", b["stats"]["median"] * 1e3)
+        ms = info.get("cuda_event_median_ms", b["stats"]["median"] * 1e3)
         rows.setdefault(b["group"], {})[info["impl"]] = (ms, info.get("saved_for_backward_bytes", 0) / 2**20)
     impls = [i for i in ORDER if any(i in r for r in rows.values())]
     lines = ["| case | " + " | ".join(f"{i}: ms (saved MiB)" for i in impls) + " | best fused / eager |",
@@ -31,4 +31,4 @@ def table(path: Path) -> str:
 
 
 if __name__ == "__main__":
-    print(table(Path(sys.argv[1])))
+    print(table(*map(Path, sys.argv[1:])))

@@ -184,6 +184,12 @@ def _in_fresh_process(fn, *args):
         return pool.submit(fn, *args).result()
 
 
+def failures(report: dict) -> list[str]:
+    """The modes (and the paired (c)/(b) run) that raised instead of measuring."""
+    failed = [mode for mode, r in report["results"].items() if r.get("failed")]
+    return failed + (["paired (c)/(b)"] if "failed" in (report.get("paired_c_b") or {}) else [])
+
+
 def ratios(results: dict[str, dict]) -> dict[str, dict]:
     out = {}
     for name, (num, den) in {"c/b": ("c", "b"), "b/a": ("b", "a"), "b-text/a": ("b-text", "a"),
@@ -235,7 +241,9 @@ def markdown(report: dict) -> str:
     for name, r in report["ratios"].items():
         lines.append(f"| {name} | {r['time']:.3f} | {r['saved']:.3f} | {r['memory']:.3f} |")
     paired = report.get("paired_c_b")
-    if paired:
+    if paired and "failed" in paired:
+        lines += ["", f"(c) against (b) in one process: failed: {paired['failed']}"]
+    elif paired:
         lines += ["", f"(c) against (b), the same adapters switching implementation at every step in one process "
                   f"({paired['steps_each']} steps each): "
                   f"{paired['c_step_s']:.3f} s against {paired['b_step_s']:.3f} s per step, c/b = {paired['c/b']:.3f}."]
@@ -285,21 +293,38 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; expected some of {list(MODES)}")
-    results = {}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"preset_name": preset_name, "preset": asdict(preset), "checkpoint": checkpoint, "machine": machine(),
+              "results": {}, "ratios": {}, "paired_c_b": None, "paper": PAPER, "complete": False}
+    results = report["results"]
+
+    def save():  # after every mode, so that an interrupted run keeps what it measured
+        report["ratios"] = ratios(results)
+        tmp = out / "bench.json.tmp"
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        tmp.replace(out / "bench.json")
+
     progress = tqdm(modes, desc="fastadapter bench", unit="mode")
     for mode in progress:
         progress.set_postfix_str(MODES[mode])
-        results[mode] = ({"note": NOT_BUILT[mode]} if mode in NOT_BUILT
-                         else _in_fresh_process(run_mode, mode, preset, checkpoint))
-    paired = None
+        if mode in NOT_BUILT:
+            results[mode] = {"note": NOT_BUILT[mode]}
+            continue
+        try:
+            results[mode] = _in_fresh_process(run_mode, mode, preset, checkpoint)
+        except Exception as error:  # one broken mode must not lose the others' measurements
+            results[mode] = {"note": f"failed: {type(error).__name__}: {error}", "failed": True}
+            tqdm.write(f"fastadapter bench: mode {mode} failed: {type(error).__name__}: {error}")
+        save()
     if {"b", "c"} <= set(modes):
         progress.set_postfix_str("(c) against (b), alternating in one process")
-        paired = _in_fresh_process(paired_eager_fused, preset, checkpoint)
-    report = {"preset_name": preset_name, "preset": asdict(preset), "checkpoint": checkpoint, "machine": machine(),
-              "results": results, "ratios": ratios(results), "paired_c_b": paired, "paper": PAPER}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+        try:
+            report["paired_c_b"] = _in_fresh_process(paired_eager_fused, preset, checkpoint)
+        except Exception as error:
+            report["paired_c_b"] = {"failed": f"{type(error).__name__}: {error}"}
+    report["complete"] = True
+    save()
     plot(report, out / "bench.png")
     print(markdown(report))
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")

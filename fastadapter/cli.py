@@ -25,9 +25,12 @@ def _bench(args) -> int:
     from . import bench
 
     modes = [m.strip() for m in args.modes.split(",")] if args.modes else None
-    bench.run(args.preset, modes, checkpoint=args.model, out_dir=args.out, batch=args.batch,
-              image_size=args.image_size, steps=args.steps, warmup=args.warmup, bottleneck=args.bottleneck)
-    return 0
+    report = bench.run(args.preset, modes, checkpoint=args.model, out_dir=args.out, batch=args.batch,
+                       image_size=args.image_size, steps=args.steps, warmup=args.warmup, bottleneck=args.bottleneck)
+    failed = bench.failures(report)
+    if failed:
+        print(f"fastadapter bench: {', '.join(failed)} failed (the others are measured above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,7 @@ def test_bench_tiny_run(tmp_path, capsys):
                        steps=1, warmup=0, bottleneck=8)
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["results"].keys() == report["results"].keys() == {"a", "b-text", "c-text", "d"}
+    assert saved["complete"] and not (tmp_path / "bench.json.tmp").exists()
     a, eager, fused = (saved["results"][m] for m in ("a", "b-text", "c-text"))
     assert a["trainable"] == 137_881_148 and a["untied_trainable"] == 161_323_580
     assert eager["trainable"] == fused["trainable"] == 12 * (2 * 768 * 8 + 3 * 8 + 768)
@@ -42,3 +43,21 @@ def test_paired_eager_against_fused():
     assert paired["steps_each"] == 2
     assert paired["b_step_s"] > 0 and paired["c_step_s"] > 0
     assert paired["c/b"] == pytest.approx(paired["c_step_s"] / paired["b_step_s"])
+
+
+def test_a_failing_mode_keeps_the_others(tmp_path, monkeypatch, capsys):
+    real = bench._in_fresh_process
+
+    def broken_for_b_text(fn, *args):
+        if args and args[0] == "b-text":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(fn, *args)
+
+    monkeypatch.setattr(bench, "_in_fresh_process", broken_for_b_text)
+    report = bench.run("cpu", ["a", "b-text"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0,
+                       bottleneck=8)
+    assert report["results"]["a"]["step_s"] > 0
+    assert "illegal memory access" in report["results"]["b-text"]["note"]
+    assert bench.failures(report) == ["b-text"]
+    assert json.loads((tmp_path / "bench.json").read_text())["results"]["b-text"]["failed"]
+    assert "| b-text |" in capsys.readouterr().out
