@@ -153,6 +153,9 @@ def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm
     rows, r = h.shape
     grad_a = grad_a.contiguous()
     a, grad_h = torch.empty_like(h), torch.empty_like(h)
+    # No FMA contraction in backward: fused into `grad_xhat - mean_g`, the product grad_z * w would subtract
+    # its unrounded value from the mean of its rounded values, and rstd amplifies that residual (a row of
+    # near-zero variance, e.g. r = 1, got grad_h ~1e-5 where it is exactly 0; seen on an H200).
     block_m, block_r = _blocks(r)
     blocks = triton.cdiv(rows, block_m)
     programs = max(1, min(blocks, 4 * _processor_count(h.device)))
@@ -162,7 +165,7 @@ def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm
         _backward_kernel[(programs,)](
             grad_a, h, mean.contiguous(), rstd.contiguous(), weight, bias if bias is not None else weight, a, grad_h,
             partial, rows, r, rows_per_program, HAS_BIAS=bias is not None, ACT=ACTIVATION_IDS[activation],
-            LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r)
+            LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r, enable_fp_fusion=False)
     sums = partial.sum(0)  # outputs must not alias: each grad is a copy
     return (a, grad_h, sums[0].to(weight.dtype, copy=True), sums[1].to(weight.dtype, copy=True),
             sums[2].to(h.dtype, copy=True))

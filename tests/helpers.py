@@ -42,3 +42,26 @@ def assert_close(actual, expected, tol, what):
     err = (actual.double() - expected).abs().max().item() if expected.numel() else 0.0
     scale = expected.abs().max().item() if expected.numel() else 0.0
     assert err <= tol * max(scale, 1e-6), f"{what}: error {err:.3e} > {tol:.0e} x {scale:.3e}"
+
+
+NAMES = ("x", "w_down", "b_down", "norm_weight", "norm_bias", "w_up", "b_up")
+
+
+def check_against_reference(backend, inputs64, dtype, activation="gelu", norm="layernorm", recompute=False,
+                            device="cpu"):
+    """y and every gradient of fastadapter.adapter against float64 autograd through the reference. The reference
+    runs on the inputs (and grad_y) as rounded to `dtype`, upcast: what is compared is the op's arithmetic,
+    not the rounding of its inputs."""
+    inputs64 = [None if t is None else t.to(dtype).double() for t in inputs64]
+    grad_y = torch.randn_like(inputs64[0]).to(dtype).double()
+    y_ref, grads_ref = reference_outputs(inputs64, grad_y, activation, norm)
+    leaves = [None if t is None else t.to(device, dtype).requires_grad_() for t in inputs64]
+    y = fastadapter.adapter(*leaves, activation=activation, norm=norm, backend=backend, recompute=recompute)
+    assert y.dtype == dtype and y.device == leaves[0].device
+    present = [t for t in leaves if t is not None]
+    grads = iter(torch.autograd.grad(y, present, grad_y.to(device, dtype)))
+    tol = TOLERANCE[dtype]
+    assert_close(y.cpu(), y_ref, tol, "y")
+    for name, leaf, expected in zip(NAMES, leaves, grads_ref):
+        if leaf is not None:
+            assert_close(next(grads).cpu(), expected, tol, f"grad {name}")

@@ -9,27 +9,10 @@ import torch
 
 import fastadapter
 from fastadapter import reference
-from helpers import TOLERANCE, assert_close, cast, cpu_backends, make_inputs, reference_outputs
+from helpers import (NAMES, TOLERANCE, assert_close, cast, check_against_reference, cpu_backends, make_inputs,
+                     reference_outputs)
 
 BACKENDS = cpu_backends()
-NAMES = ("x", "w_down", "b_down", "norm_weight", "norm_bias", "w_up", "b_up")
-
-
-def check_against_reference(backend, inputs64, dtype, activation="gelu", norm="layernorm", recompute=False):
-    grad_y = torch.randn_like(inputs64[0])
-    y_ref, grads_ref = reference_outputs(inputs64, grad_y, activation, norm)
-    leaves = cast(inputs64, dtype)
-    y = fastadapter.adapter(*leaves, activation=activation, norm=norm, backend=backend, recompute=recompute)
-    assert y.dtype == dtype
-    present = [t for t in leaves if t is not None]
-    grads = iter(torch.autograd.grad(y, present, grad_y.to(dtype)))
-    tol = TOLERANCE[dtype]
-    assert_close(y, y_ref, tol, "y")
-    for name, leaf, expected in zip(NAMES, leaves, grads_ref):
-        if leaf is not None:
-            assert_close(next(grads), expected, tol, f"grad {name}")
-
-
 SIZES = [(1, 64, 48), (7, 64, 1), (7, 768, 300), (1000, 64, 256), (1000, 768, 48), (7, 64, 256), (1000, 768, 256)]
 # The Triton interpreter is slow on CPU: it gets the sizes up to 1000 x 64 x 256 here; the GPU run has all.
 SIZE_CASES = [(b, *size) for b in BACKENDS for size in SIZES if b != "triton" or size[0] * size[1] * size[2] <= 2 ** 24]

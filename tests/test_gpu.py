@@ -6,26 +6,14 @@ import torch
 
 import fastadapter
 from fastadapter import reference
-from helpers import TOLERANCE, assert_close, cast, make_inputs, reference_outputs
+from helpers import cast, check_against_reference, make_inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU case: no CUDA device here")
 GPU_BACKENDS = ("cuda", "triton", "eager")
-NAMES = ("x", "w_down", "b_down", "norm_weight", "norm_bias", "w_up", "b_up")
 
 
 def check(backend, inputs64, dtype, activation="gelu", norm="layernorm", recompute=False):
-    grad_y = torch.randn_like(inputs64[0])
-    y_ref, grads_ref = reference_outputs(inputs64, grad_y, activation, norm)
-    leaves = [None if t is None else t.to("cuda") for t in cast(inputs64, dtype)]
-    leaves = [None if t is None else t.detach().requires_grad_() for t in leaves]
-    y = fastadapter.adapter(*leaves, activation=activation, norm=norm, backend=backend, recompute=recompute)
-    present = [t for t in leaves if t is not None]
-    grads = iter(torch.autograd.grad(y, present, grad_y.to("cuda", dtype)))
-    tol = TOLERANCE[dtype]
-    assert_close(y.cpu(), y_ref, tol, "y")
-    for name, leaf, expected in zip(NAMES, leaves, grads_ref):
-        if leaf is not None:
-            assert_close(next(grads).cpu(), expected, tol, f"grad {name}")
+    check_against_reference(backend, inputs64, dtype, activation, norm, recompute, device="cuda")
 
 
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
@@ -85,3 +73,11 @@ def test_cuda_empty_input_and_patched_model():
     assert all(a.down.weight.is_cuda for a in fastadapter.adapters(model).values())
     with torch.no_grad():
         assert torch.equal(output(model), before)
+
+
+def test_cuda_names_its_bottleneck_limit():
+    h = torch.randn(4, 3073, device="cuda")
+    weight = torch.ones(3073, device="cuda")
+    _, mean, rstd = torch.ops.fastadapter.norm_act_forward(h, weight, None, "gelu", "layernorm", 1e-5)
+    with pytest.raises(RuntimeError, match="at most 3072, got 3073"):
+        torch.ops.fastadapter.norm_act_backward(torch.randn_like(h), h, mean, rstd, weight, None, "gelu", "layernorm")

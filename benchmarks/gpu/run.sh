@@ -2,13 +2,17 @@
 # The GPU check, in one go: build, GPU tests, `fastadapter bench --preset gpu`, the GPU benchmark suites,
 # then the CPU tests with the time left. For a GPU machine with no network that already has torch, triton and
 # transformers (plus pytest, pytest-benchmark, safetensors, tqdm, matplotlib).
-#   Usage: benchmarks/gpu/run.sh OUT_DIR
+#   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]   STAGE: tests bench suites cpu-tests (default: all;
+#   the build always runs)
 # The whole run stays under a deadline (FASTADAPTER_GPU_DEADLINE_S, default 470 s; the issue asks for < 8 min
 # on one H200): each stage gets at most its own cap and never more than what is left, most important first;
 # a stage stopped at its cap gets SIGINT, so pytest still writes its JSON and summary.
 # Full logs and results go to OUT_DIR (summary.md is the short table); a summary is printed last.
 set -uo pipefail
-out=${1:?usage: benchmarks/gpu/run.sh OUT_DIR}
+out=${1:?usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]}
+shift
+stages=" ${*:-tests bench suites cpu-tests} "
+want() { [[ $stages == *" $1 "* ]]; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/../.."
@@ -26,7 +30,7 @@ verdict() { [ "$1" -eq 124 ] && echo "TIMED OUT: $(grep -cE 'PASSED|FAILED|ERROR
 "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
   || { echo "no CUDA device visible: this script is for the GPU machine" | tee -a "$out/summary.txt"; exit 1; }
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv; nvcc --version | tail -2
-  git log -1 --format='commit %H %s' 2>/dev/null; "$py" - <<'PY'
+  "$py" - <<'PY'
 import platform, torch, triton, transformers
 print(f"python {platform.python_version()} torch {torch.__version__} (CUDA {torch.version.cuda}) "
       f"triton {triton.__version__} transformers {transformers.__version__}")
@@ -46,32 +50,43 @@ fi
 
 # 2. GPU tests (TRITON_INTERPRET stays unset, so triton runs compiled)
 pytest=("$py" -m pytest -p no:cacheprovider -rfE)
+want tests && {
 timeout -s INT -k 10 "$(budget 120)" "${pytest[@]}" tests/test_gpu.py -v --durations=10 --junitxml="$out/tests-gpu.xml" \
   > "$out/tests-gpu.log" 2>&1
 rc=$?; stage "GPU tests" "$(verdict $rc "$out/tests-gpu.log")"
+}
 
 # 3. the paper's comparison (each mode in its own process; a failing mode is reported, the others kept)
+want bench && {
 timeout -s INT -k 10 "$(budget 180)" "$py" -m fastadapter.cli bench --preset gpu --out "$out" > "$out/bench.md" 2> "$out/bench.err"
 rc=$?; stage "fastadapter bench" "$( { [ $rc -eq 124 ] && echo 'TIMED OUT'; } || { [ -s "$out/bench.json" ] && \
   echo "exit $rc, bench.json written"; } || echo "FAILED (see bench.err)")"
+}
 
 # 4. GPU benchmark suites, one run per implementation: pytest-benchmark writes its JSON only when a run ends
 #    whole, so a stage stopped at its cap loses only its own implementation. torch.compile last (slow compiles).
 bench_opts=(--benchmark-only --benchmark-min-rounds=5 --benchmark-max-time=0.1 -v)
-for impl_cap in cuda:40 triton:50 eager:40 compile:80; do
+# FASTADAPTER_GPU_SUITES picks implementations (default: all four).
+want suites && for impl_cap in cuda:40 triton:50 eager:40 compile:80; do
   impl=${impl_cap%:*}
+  [[ " ${FASTADAPTER_GPU_SUITES:-cuda triton eager compile} " == *" $impl "* ]] || continue
   timeout -s INT -k 10 "$(budget "${impl_cap#*:}")" "${pytest[@]}" benchmarks/test_adapter.py "${bench_opts[@]}" \
     -k "cuda-$impl-" --benchmark-json="$out/suites-$impl.json" > "$out/suites-$impl.log" 2>&1
   rc=$?; stage "suites ($impl)" "$(verdict $rc "$out/suites-$impl.log")"
 done
 
-# 5. the CPU tests, with what is left (CI runs them too; here they check this machine's versions)
-xdist=$("$py" -c "import xdist" 2>/dev/null && echo "-n 8")
-timeout -s INT -k 10 "$(budget 300)" "${pytest[@]}" tests -q $xdist --ignore=tests/test_gpu.py > "$out/tests-cpu.log" 2>&1
-rc=$?; stage "CPU tests" "$(verdict $rc "$out/tests-cpu.log")"
+# 5. the CPU tests, with what is left (CI runs them on every push; here they check this machine's versions)
+if want cpu-tests && [ $(( deadline - $(elapsed) )) -ge 120 ]; then
+  xdist=$("$py" -c "import xdist" 2>/dev/null && echo "-n 8")
+  timeout -s INT -k 10 "$(budget 300)" "${pytest[@]}" tests -q $xdist --ignore=tests/test_gpu.py \
+    > "$out/tests-cpu.log" 2>&1
+  rc=$?; stage "CPU tests" "$(verdict $rc "$out/tests-cpu.log")"
+elif want cpu-tests; then
+  stage "CPU tests" "not run: under 120 s left of the deadline (CI runs them)"
+fi
 
 suites=$(ls "$out"/suites*.json 2>/dev/null)
 { [ -n "$suites" ] && { "$py" benchmarks/summarize.py $suites; echo; }
-  cat "$out/bench.md"; } > "$out/summary.md" 2>&1
-echo; cat "$out/summary.md"; echo; grep -E "FAILED|ERROR" "$out"/tests-*.log | head -20; echo
+  [ -s "$out/bench.md" ] && cat "$out/bench.md"; } > "$out/summary.md" 2>&1
+echo; cat "$out/summary.md"; echo; grep -E "FAILED|ERROR" "$out"/tests-*.log 2>/dev/null | head -20; echo
 cat "$out/summary.txt"
