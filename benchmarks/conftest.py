@@ -20,10 +20,13 @@ def sync(device):
 
 
 def cuda_event_median_ms(fn, setup, rounds=50):
-    """Median CUDA-event time of fn, with setup() run untimed before each round (do_bench has no setup)."""
+    """Median CUDA-event time of fn, with setup() run untimed before each round (do_bench has no setup). Like
+    do_bench, it clears the L2 cache before each round, so that phases timed either way compare."""
+    flush = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
     times = []
     for _ in range(rounds + 2):  # two warm-up rounds
         setup()
+        flush.zero_()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
         start.record()
