@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from fastadapter import bench, cli
 
@@ -61,3 +62,24 @@ def test_a_failing_mode_keeps_the_others(tmp_path, monkeypatch, capsys):
     assert bench.failures(report) == ["b-text"]
     assert json.loads((tmp_path / "bench.json").read_text())["results"]["b-text"]["failed"]
     assert "| b-text |" in capsys.readouterr().out
+
+
+def test_paired_run_rides_in_mode_c_process(tmp_path):
+    report = bench.run("cpu", ["b", "c"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0,
+                       bottleneck=8)
+    paired = report["paired_c_b"]
+    assert paired["steps_each"] == 1 and paired["c/b"] == pytest.approx(paired["c_step_s"] / paired["b_step_s"])
+    assert "paired_c_b" not in report["results"]["c"]
+    with pytest.raises(ValueError, match="then_paired needs mode 'c'"):
+        bench.run_mode("b", bench.Preset("cpu", "float32", batch=1, image_size=32, steps=1, warmup=0, bottleneck=8),
+                       then_paired=True)
+
+
+def test_post_init_covers_the_skipped_default_init(monkeypatch):
+    """build_model skips torch's default init of the modules BLIP's post_init re-initialises; filled with NaN
+    instead, none may survive construction."""
+    monkeypatch.setattr(bench, "_SKIPPED_INIT_FILL", float("nan"))
+    model = bench.build_model(None, bench.Preset("cpu", "float32", batch=1, image_size=32, steps=1, warmup=0))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    monkeypatch.setattr(bench, "_SKIPPED_INIT_FILL", None)
+    assert torch.nn.Linear(2, 2).weight.abs().sum() > 0  # torch's own init is back after construction
