@@ -143,9 +143,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> adapter_backw
     const auto [sums, residual_sums] =
         norm_act_backward_cpu_into(grad_a, h2, mean.reshape({-1}), rstd.reshape({-1}), norm_weight, norm_bias,
                                    activation, norm, a, grad_h, input_grad ? &residual : nullptr);
-    grad_norm_weight = sums[0].to(norm_weight.scalar_type(), false, true);
-    grad_norm_bias = sums[1].to(norm_weight.scalar_type(), false, true);
-    grad_b_down = sums[2].to(x2.scalar_type(), false, true);
+    std::tie(grad_norm_weight, grad_norm_bias, grad_b_down) =
+        norm_sums_as_grads(sums, norm_weight.scalar_type(), x2.scalar_type());
     grad_b_up = input_grad ? residual_sums.to(gy.scalar_type()) : gy.sum(0);
   } else {
     std::tie(a, grad_h, grad_norm_weight, grad_norm_bias, grad_b_down) =

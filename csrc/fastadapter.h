@@ -49,6 +49,14 @@ inline std::pair<at::Tensor, at::Tensor> float_norm_params(const at::Tensor& wei
   return {weight.to(at::kFloat).contiguous(), bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor()};
 }
 
+// The backward's reduced (3, r) float32 sums as its three grads: norm weight and norm bias in the weight's
+// dtype, the down-projection bias (sum of grad_h) in h's. Outputs must not alias, so each is its own copy.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_sums_as_grads(const at::Tensor& sums,
+                                                                        at::ScalarType weight_type,
+                                                                        at::ScalarType h_type) {
+  return {sums[0].to(weight_type, false, true), sums[1].to(weight_type, false, true), sums[2].to(h_type, false, true)};
+}
+
 inline void check_norm_act_backward_inputs(const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean,
                                            const at::Tensor& rstd, const at::Tensor& weight,
                                            const c10::optional<at::Tensor>& bias) {

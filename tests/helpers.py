@@ -21,8 +21,8 @@ def make_inputs(tokens, width, r, dtype=torch.float32, lead=(), biases=True, sca
     return [x, *params]
 
 
-def cast(tensors, dtype, requires_grad=True):
-    return [None if t is None else t.detach().to(dtype).requires_grad_(requires_grad) for t in tensors]
+def cast(tensors, dtype, requires_grad=True, device="cpu"):
+    return [None if t is None else t.detach().to(device, dtype).requires_grad_(requires_grad) for t in tensors]
 
 
 def reference_outputs(inputs64, grad_y, activation="gelu", norm="layernorm"):
@@ -47,6 +47,19 @@ def assert_close(actual, expected, tol, what):
 NAMES = ("x", "w_down", "b_down", "norm_weight", "norm_bias", "w_up", "b_up")
 
 
+def assert_matches_reference(y, leaves, inputs64, grad_y, dtype, activation="gelu", norm="layernorm"):
+    """y = fastadapter.adapter(*leaves) and its gradient for every leaf present, against float64 autograd
+    through the reference on inputs64, with grad_y (float64) flowing back."""
+    y_ref, grads_ref = reference_outputs(inputs64, grad_y, activation, norm)
+    present = [t for t in leaves if t is not None]
+    grads = iter(torch.autograd.grad(y, present, grad_y.to(y.device, dtype)))
+    tol = TOLERANCE[dtype]
+    assert_close(y.cpu(), y_ref, tol, "y")
+    for name, leaf, expected in zip(NAMES, leaves, grads_ref):
+        if leaf is not None:
+            assert_close(next(grads).cpu(), expected, tol, f"grad {name}")
+
+
 def check_against_reference(backend, inputs64, dtype, activation="gelu", norm="layernorm", recompute=False,
                             device="cpu"):
     """y and every gradient of fastadapter.adapter against float64 autograd through the reference. The reference
@@ -54,14 +67,7 @@ def check_against_reference(backend, inputs64, dtype, activation="gelu", norm="l
     not the rounding of its inputs."""
     inputs64 = [None if t is None else t.to(dtype).double() for t in inputs64]
     grad_y = torch.randn_like(inputs64[0]).to(dtype).double()
-    y_ref, grads_ref = reference_outputs(inputs64, grad_y, activation, norm)
-    leaves = [None if t is None else t.to(device, dtype).requires_grad_() for t in inputs64]
+    leaves = cast(inputs64, dtype, device=device)
     y = fastadapter.adapter(*leaves, activation=activation, norm=norm, backend=backend, recompute=recompute)
     assert y.dtype == dtype and y.device == leaves[0].device
-    present = [t for t in leaves if t is not None]
-    grads = iter(torch.autograd.grad(y, present, grad_y.to(device, dtype)))
-    tol = TOLERANCE[dtype]
-    assert_close(y.cpu(), y_ref, tol, "y")
-    for name, leaf, expected in zip(NAMES, leaves, grads_ref):
-        if leaf is not None:
-            assert_close(next(grads).cpu(), expected, tol, f"grad {name}")
+    assert_matches_reference(y, leaves, inputs64, grad_y, dtype, activation, norm)

@@ -35,7 +35,7 @@ def test_activations_norms_recompute(backend, activation, norm):
 @pytest.mark.parametrize("forward_backend", GPU_BACKENDS)
 @pytest.mark.parametrize("backward_backend", GPU_BACKENDS)
 def test_gpu_backends_share_the_contract(forward_backend, backward_backend):
-    x, *params = [None if t is None else t.to("cuda") for t in cast(make_inputs(11, 64, 24), torch.float32, False)]
+    x, *params = cast(make_inputs(11, 64, 24), torch.float32, False, device="cuda")
     options = ("gelu", "layernorm", 1e-5)
     y, h, mean, rstd = torch.ops.fastadapter.adapter_forward(x, *params, *options, False, forward_backend)
     grad_y = torch.randn_like(y)

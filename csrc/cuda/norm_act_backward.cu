@@ -110,10 +110,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
       });
     });
   }
-  // Outputs must not alias: each grad is its own copy of a row of the reduced sums.
   const at::Tensor sums = partial.sum(0);
-  return {a, grad_h, sums[0].to(weight.scalar_type(), false, true), sums[1].to(weight.scalar_type(), false, true),
-          sums[2].to(h.scalar_type(), false, true)};
+  const auto [grad_weight, grad_bias, grad_h_sum] = norm_sums_as_grads(sums, weight.scalar_type(), h.scalar_type());
+  return {a, grad_h, grad_weight, grad_bias, grad_h_sum};
 }
 
 }  // namespace
