@@ -195,7 +195,9 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
 def paired_eager_fused(preset: Preset, checkpoint: str | None = None, seed: int = 0, model=None,
                        batch: dict | None = None) -> dict:
     """(c) against (b) in one process: the same adapters switch between the eager (reference) and the fused
-    implementation at every step, so that machine drift hits both alike. Median step seconds of each.
+    implementation at every step, so that machine drift hits both alike. Steps come in pairs, b then c and c
+    then b by turns (neither always runs first). Returns the median step seconds of each, their ratio, and the
+    quartiles of the per-pair ratios c/b (how far this machine's noise spreads the answer).
     model and batch: a model already patched with adapters in every tower, and its batch (else built here)."""
     import fastadapter
 
@@ -207,16 +209,20 @@ def paired_eager_fused(preset: Preset, checkpoint: str | None = None, seed: int 
     adapters = list(fastadapter.adapters(model).values())
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     times = {"b": [], "c": []}
-    for step in range(2 * (preset.warmup + preset.steps)):
-        mode = "b" if step % 2 == 0 else "c"
-        for adapter in adapters:
-            adapter.config = adapter.config.replace(backend="reference" if mode == "b" else "auto")
-        seconds, _ = timed_train_step(model, batch, optimizer, preset.device)
-        if step >= 2 * preset.warmup:
-            times[mode].append(seconds)
+    for pair in range(preset.warmup + preset.steps):
+        seconds = {}
+        for mode in ("b", "c") if pair % 2 == 0 else ("c", "b"):
+            for adapter in adapters:
+                adapter.config = adapter.config.replace(backend="reference" if mode == "b" else "auto")
+            seconds[mode], _ = timed_train_step(model, batch, optimizer, preset.device)
+        if pair >= preset.warmup:
+            for mode in times:
+                times[mode].append(seconds[mode])
     medians = {mode: statistics.median(values) for mode, values in times.items()}
+    pair_ratios = [c / b for b, c in zip(times["b"], times["c"])]
+    quartiles = statistics.quantiles(pair_ratios, n=4) if len(pair_ratios) > 1 else pair_ratios * 3
     return {"b_step_s": medians["b"], "c_step_s": medians["c"], "c/b": medians["c"] / medians["b"],
-            "steps_each": len(times["b"])}
+            "pair_c/b_quartiles": quartiles, "steps_each": len(times["b"])}
 
 
 def _in_fresh_process(fn, *args):
@@ -286,7 +292,9 @@ def markdown(report: dict) -> str:
     elif paired:
         lines += ["", f"(c) against (b), the same adapters switching implementation at every step in one process "
                   f"({paired['steps_each']} steps each): "
-                  f"{paired['c_step_s']:.3f} s against {paired['b_step_s']:.3f} s per step, c/b = {paired['c/b']:.3f}."]
+                  f"{paired['c_step_s']:.3f} s against {paired['b_step_s']:.3f} s per step, c/b = {paired['c/b']:.3f}"
+                  + (f"; per-pair c/b quartiles {' / '.join(f'{q:.3f}' for q in paired['pair_c/b_quartiles'])}."
+                     if "pair_c/b_quartiles" in paired else ".")]
     full = report["results"].get("a", {})
     if "untied_trainable" in full:
         lines += ["", f"(a) trains {full['trainable']:,} parameters with the LM-head weight tied to the word "

@@ -1,6 +1,7 @@
 """fastadapter bench on a tiny run: every mode trains, the report has table, JSON and plot."""
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -44,6 +45,28 @@ def test_paired_eager_against_fused():
     assert paired["steps_each"] == 2
     assert paired["b_step_s"] > 0 and paired["c_step_s"] > 0
     assert paired["c/b"] == pytest.approx(paired["c_step_s"] / paired["b_step_s"])
+
+
+def test_paired_run_alternates_which_side_goes_first(monkeypatch):
+    """Pairs run b,c then c,b by turns; the quartiles are of each pair's own c/b."""
+    import fastadapter
+    from fastadapter import measure
+
+    order = []
+    seconds = {"b": iter([1.0, 2.0, 4.0, 8.0, 1.0]), "c": iter([9.0, 1.0, 1.5, 2.0, 2.5])}  # first pair: warm-up
+
+    def fake_step(model, batch, optimizer, device="cpu"):
+        backend = next(iter(fastadapter.adapters(model).values())).config.backend
+        order.append("b" if backend == "reference" else "c")
+        return next(seconds[order[-1]]), torch.zeros(())
+
+    monkeypatch.setattr(measure, "timed_train_step", fake_step)
+    preset = bench.Preset("cpu", "float32", batch=1, image_size=32, steps=4, warmup=1, bottleneck=8)
+    paired = bench.paired_eager_fused(preset)
+    assert order == ["b", "c", "c", "b", "b", "c", "c", "b", "b", "c"]
+    assert paired["steps_each"] == 4
+    assert paired["b_step_s"] == 3.0 and paired["c_step_s"] == 1.75
+    assert paired["pair_c/b_quartiles"] == pytest.approx(statistics.quantiles([0.5, 0.375, 0.25, 2.5], n=4))
 
 
 def test_a_failing_mode_keeps_the_others(tmp_path, monkeypatch, capsys):
