@@ -68,7 +68,7 @@ def cuda_include_dirs() -> list:
 
 def extension():
     isa = cpu_isa()
-    sources = ["csrc/ops.cpp", "csrc/adapter.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = ["csrc/ops.cpp", "csrc/adapter.cpp", "csrc/checks.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     # -fopenmp makes at::parallel_for (inlined from ATen's headers) run in parallel; the OpenMP runtime is
     # the one libtorch_cpu already loads.
     cxx = ["-O3", "-fopenmp", *ISA_FLAGS[isa]]

@@ -8,6 +8,10 @@
    captions in the decoder; 394: 2 images at 224 px), medians of 200 interleaved runs.
 3. The same, interleaved (medians of 40), at the shapes of the pytest-benchmark suite (1154 image tokens,
    1280 caption tokens; r = 64, 256, 512), whose one-after-another medians carry this machine's drift.
+4. The cost of a call itself: fastadapter.adapter against the eager adapter function at one token, D=64,
+   r=16, where the arithmetic is nothing and what is timed is Python, dispatch, autograd and allocation
+   (medians of 200 interleaved samples of 50 calls). On a GPU this host time is what a small call costs
+   whenever the GPU waits for the host.
 """
 
 import torch
@@ -68,6 +72,34 @@ def fused_against_eager(cases, width=768, repeats=200) -> dict[tuple[int, int], 
     return out
 
 
+def per_call(repeats=200, calls=50) -> dict[str, float]:
+    """Microseconds per call of fastadapter.adapter at a size where only the call's own overhead counts: fused
+    against the eager adapter function, each sample `calls` calls in a row, samples interleaved."""
+    from fastadapter import reference
+
+    x, w_down, b_down, norm_weight, norm_bias, w_up, b_up = (
+        torch.randn(*shape, requires_grad=True) for shape in ((1, 64), (16, 64), (16,), (16,), (16,), (64, 16), (64,)))
+    args, grad = (x, w_down, b_down, norm_weight, norm_bias, w_up, b_up), torch.randn(1, 64)
+    functions = {"eager": reference.adapter, "fused": lambda *a: fastadapter.adapter(*a, backend="cpu")}
+
+    def repeat(fn):
+        def run():
+            for _ in range(calls):
+                fn()
+        return run
+
+    def forward(f):
+        with torch.no_grad():
+            f(*args)
+
+    fns = {}
+    for name, f in functions.items():
+        fns[f"{name} forward (no grad)"] = repeat(lambda f=f: forward(f))
+        fns[f"{name} forward+backward"] = repeat(lambda f=f: f(*args).backward(grad))
+    medians = measure.interleaved_medians(fns, repeats=repeats, warmup=10)
+    return {name: 1e6 * s / calls for name, s in medians.items()}
+
+
 def main():
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
@@ -83,6 +115,11 @@ def main():
     suite = fused_against_eager([(t, r) for t in (1154, 1280) for r in (64, 256, 512)], repeats=40)
     for (tokens, r), t in {**small, **suite}.items():
         print(f"| {tokens} | {r} | {1e6 * t['eager']:.0f} | {1e6 * t['fused']:.0f} | {t['fused'] / t['eager']:.2f} |")
+    calls = per_call()
+    print("\n| one call at T=1, D=64, r=16 | eager (µs) | fused (µs) | fused / eager |\n|---|---:|---:|---:|")
+    for phase in ("forward (no grad)", "forward+backward"):
+        eager, fused = calls[f"eager {phase}"], calls[f"fused {phase}"]
+        print(f"| {phase} | {eager:.1f} | {fused:.1f} | {fused / eager:.2f} |")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> adapter_forward_impl(
     const Tensor& x, const Tensor& w_down, const OptTensor& b_down, const Tensor& norm_weight,
     const OptTensor& norm_bias, const Tensor& w_up, const OptTensor& b_up, c10::string_view activation,
     c10::string_view norm, double eps, bool recompute, c10::string_view backend) {
+  check_adapter_inputs(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps);
   const int64_t width = x.size(-1), r = w_down.size(0);
   auto lead = x.sizes().vec();
   lead.pop_back();

@@ -14,32 +14,39 @@ inline Activation parse_activation(const std::string& name) {
   if (name == "gelu_tanh") return Activation::GeluTanh;
   if (name == "relu") return Activation::Relu;
   if (name == "silu") return Activation::Silu;
-  TORCH_CHECK(false, "fastadapter: unknown activation '", name,
-              "'; expected one of gelu, gelu_tanh, relu, silu");
+  TORCH_CHECK_VALUE(false, "fastadapter: unknown activation '", name,
+                    "'; expected one of gelu, gelu_tanh, relu, silu");
 }
 
 inline Norm parse_norm(const std::string& name) {
   if (name == "layernorm") return Norm::LayerNorm;
   if (name == "rmsnorm") return Norm::RMSNorm;
-  TORCH_CHECK(false, "fastadapter: unknown norm '", name, "'; expected layernorm or rmsnorm");
+  TORCH_CHECK_VALUE(false, "fastadapter: unknown norm '", name, "'; expected layernorm or rmsnorm");
 }
+
+// The adapter op's input checks (csrc/checks.cpp): dtypes, devices and shapes against x and w_down, the
+// activation and norm names and eps. Raises TypeError or ValueError naming the argument; sizes may be symbolic.
+void check_adapter_inputs(const at::Tensor& x, const at::Tensor& w_down, const std::optional<at::Tensor>& b_down,
+                          const at::Tensor& norm_weight, const std::optional<at::Tensor>& norm_bias,
+                          const at::Tensor& w_up, const std::optional<at::Tensor>& b_up, c10::string_view activation,
+                          c10::string_view norm, double eps);
 
 // Checks shared by every device: h is (rows, r) contiguous, the norm parameters are (r,).
 inline void check_norm_act_inputs(const at::Tensor& h, const at::Tensor& weight,
                                   const c10::optional<at::Tensor>& bias) {
-  TORCH_CHECK(h.dim() == 2 && h.is_contiguous(), "fastadapter: h must be a contiguous 2-D tensor, got ",
-              h.sizes());
-  TORCH_CHECK(h.is_floating_point(), "fastadapter: h must be floating point, got ", h.scalar_type());
+  TORCH_CHECK_VALUE(h.dim() == 2 && h.is_contiguous(), "fastadapter: h must be a contiguous 2-D tensor, got ",
+                    h.sizes());
+  TORCH_CHECK_TYPE(h.is_floating_point(), "fastadapter: h must be floating point, got ", h.scalar_type());
   const auto r = h.size(1);
-  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == r, "fastadapter: norm weight must have shape (", r,
-              ",), got ", weight.sizes());
-  TORCH_CHECK(weight.device() == h.device(), "fastadapter: norm weight is on ", weight.device(),
-              " but h is on ", h.device());
+  TORCH_CHECK_VALUE(weight.dim() == 1 && weight.size(0) == r, "fastadapter: norm weight must have shape (", r,
+                    ",), got ", weight.sizes());
+  TORCH_CHECK_VALUE(weight.device() == h.device(), "fastadapter: norm weight is on ", weight.device(),
+                    " but h is on ", h.device());
   if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == r, "fastadapter: norm bias must have shape (", r,
-                ",), got ", bias->sizes());
-    TORCH_CHECK(bias->device() == h.device(), "fastadapter: norm bias is on ", bias->device(),
-                " but h is on ", h.device());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == r, "fastadapter: norm bias must have shape (", r,
+                      ",), got ", bias->sizes());
+    TORCH_CHECK_VALUE(bias->device() == h.device(), "fastadapter: norm bias is on ", bias->device(),
+                      " but h is on ", h.device());
   }
 }
 
@@ -61,11 +68,11 @@ inline void check_norm_act_backward_inputs(const at::Tensor& grad_a, const at::T
                                            const at::Tensor& rstd, const at::Tensor& weight,
                                            const c10::optional<at::Tensor>& bias) {
   check_norm_act_inputs(h, weight, bias);
-  TORCH_CHECK(grad_a.sizes() == h.sizes() && grad_a.scalar_type() == h.scalar_type(),
-              "fastadapter: grad_a must match h in shape and dtype");
-  TORCH_CHECK(mean.numel() == h.size(0) && rstd.numel() == h.size(0) && mean.scalar_type() == at::kFloat &&
-                  rstd.scalar_type() == at::kFloat,
-              "fastadapter: mean and rstd must be float32 with one entry per row of h");
+  TORCH_CHECK_VALUE(grad_a.sizes() == h.sizes() && grad_a.scalar_type() == h.scalar_type(),
+                    "fastadapter: grad_a must match h in shape and dtype");
+  TORCH_CHECK_VALUE(mean.numel() == h.size(0) && rstd.numel() == h.size(0) && mean.scalar_type() == at::kFloat &&
+                        rstd.scalar_type() == at::kFloat,
+                    "fastadapter: mean and rstd must be float32 with one entry per row of h");
 }
 
 }  // namespace fastadapter

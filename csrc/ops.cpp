@@ -58,6 +58,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fastadapter native kernels (ops are registered under torch.ops.fastadapter)";
   m.def("built_with_cuda", &built_with_cuda, "whether the CUDA kernels were compiled into this build");
   m.def("cpu_isa", &cpu_isa, "the CPU instruction set the CPU kernels were compiled for");
+  m.def("check_adapter_inputs", &fastadapter::check_adapter_inputs,
+        "the adapter op's input checks (also run by the op itself): raises TypeError or ValueError naming the "
+        "bad argument");
   m.def("release_cpu_cache", &fastadapter::release_cpu_cache,
         "frees the CPU blocks cached for reuse by the adapter op; returns the bytes freed");
 }

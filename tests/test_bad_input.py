@@ -84,10 +84,44 @@ def test_unknown_activation_and_norm():
 
 def test_native_kernels_check_names_too():
     h = torch.randn(4, 8)
-    with pytest.raises(RuntimeError, match="unknown activation 'swish'"):
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
         torch.ops.fastadapter.norm_act_forward(h, torch.ones(8), None, "swish", "layernorm", 1e-5)
-    with pytest.raises(RuntimeError, match=r"norm weight must have shape \(8,\)"):
+    with pytest.raises(ValueError, match=r"norm weight must have shape \(8,\)"):
         torch.ops.fastadapter.norm_act_forward(h, torch.ones(7), None, "gelu", "layernorm", 1e-5)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "eager"])
+def test_the_op_checks_its_own_inputs(backend):
+    """Called directly, past the Python wrapper, the op names a bad argument before any work."""
+    x, w_down, b_down, norm_weight, norm_bias, w_up, b_up = inputs()
+    with pytest.raises(ValueError, match=r"b_up must have shape \(32,\) \(D=32, r=8\), got \(31,\)"):
+        torch.ops.fastadapter.adapter_forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up[:31], "gelu",
+                                              "layernorm", 1e-5, True, backend)
+    with pytest.raises(TypeError, match="dtype mismatch: x is torch.float32 but norm_bias is torch.float16"):
+        torch.ops.fastadapter.adapter_forward(x, w_down, b_down, norm_weight, norm_bias.half(), w_up, b_up, "gelu",
+                                              "layernorm", 1e-5, True, backend)
+    with pytest.raises(ValueError, match="eps must be positive, got nan"):
+        torch.ops.fastadapter.adapter_forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, "gelu",
+                                              "layernorm", float("nan"), True, backend)
+
+
+def test_x_must_be_a_tensor():
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
+        call([[1.0] * 32], *inputs()[1:])
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compiled_calls_are_checked_while_tracing(dynamic):
+    """Under torch.compile the fake kernel runs the same checks, on symbolic sizes with dynamic=True."""
+    torch._dynamo.reset()
+    x, w_down, b_down, norm_weight, norm_bias, w_up, b_up = inputs()
+    compiled = torch.compile(fastadapter.adapter, fullgraph=True, backend="aot_eager", dynamic=dynamic)
+    torch.testing.assert_close(compiled(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up),
+                               call(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up))
+    expected = r"\(s\d+, s\d+\) \(D=s\d+, r=s\d+\)" if dynamic else r"\(32, 8\) \(D=32, r=8\)"  # sizes as traced
+    # Dynamo's wrapper for an error raised while tracing with fake tensors, before anything runs.
+    with pytest.raises(torch._dynamo.exc.TorchRuntimeError, match="w_up must have shape " + expected):
+        compiled(x, w_down, b_down, norm_weight, norm_bias, w_up[:, :7], b_up)
 
 
 def test_unknown_backend():

@@ -1,0 +1,82 @@
+// The adapter op's input checks: one source of truth, run by the op itself (so a direct
+// torch.ops.fastadapter.adapter_forward call is checked too) and by its fake kernel under torch.compile,
+// where sizes may be symbolic. Each error names the argument; a wrong dtype raises TypeError, a wrong shape,
+// device or option ValueError. Comparing symbolic sizes guards on them, as ATen's own checks do. Messages are
+// built only on failure (TORCH_CHECK's arguments), so a good call pays for the comparisons alone.
+#include <ATen/ATen.h>
+
+#include <sstream>
+#include <string>
+
+#include "fastadapter.h"
+
+namespace fastadapter {
+namespace {
+
+std::string dtype_name(at::ScalarType type) { return "torch." + std::string(c10::getDtypeNames(type).first); }
+
+std::string shape_str(c10::SymIntArrayRef sizes) {  // as Python prints a tuple
+  std::ostringstream out;
+  out << "(";
+  for (size_t i = 0; i < sizes.size(); ++i) out << (i ? ", " : "") << sizes[i];
+  out << (sizes.size() == 1 ? ",)" : ")");
+  return out.str();
+}
+
+void check_tensor(const char* name, const at::Tensor& t, const at::Tensor& x) {
+  TORCH_CHECK_TYPE(t.is_floating_point(), "fastadapter.adapter: ", name, " must be a floating-point tensor, got ",
+                   dtype_name(t.scalar_type()));
+  const auto type = t.scalar_type();
+  TORCH_CHECK_TYPE(type == at::kFloat || type == at::kBFloat16 || type == at::kHalf, "fastadapter.adapter: ", name,
+                   " is ", dtype_name(type), "; supported dtypes are float32, bfloat16 and float16 (the kernels "
+                   "compute in float32; use fastadapter.reference for float64)");
+  TORCH_CHECK_TYPE(type == x.scalar_type(), "fastadapter.adapter: dtype mismatch: x is ",
+                   dtype_name(x.scalar_type()), " but ", name, " is ", dtype_name(type));
+  TORCH_CHECK_VALUE(t.device() == x.device(), "fastadapter.adapter: device mismatch: x is on ", x.device(), " but ",
+                    name, " is on ", t.device());
+}
+
+void check_shape(const char* name, const at::Tensor& t, std::initializer_list<c10::SymInt> expected,
+                 const c10::SymInt& width, const c10::SymInt& r) {
+  const auto sizes = t.sym_sizes();
+  bool ok = sizes.size() == expected.size();
+  for (size_t i = 0; ok && i < sizes.size(); ++i) ok = sizes[i] == expected.begin()[i];
+  TORCH_CHECK_VALUE(ok, "fastadapter.adapter: ", name, " must have shape ",
+                    shape_str(c10::SymIntArrayRef(expected.begin(), expected.size())), " (D=", width, ", r=", r,
+                    "), got ", shape_str(sizes));
+}
+
+}  // namespace
+
+void check_adapter_inputs(const at::Tensor& x, const at::Tensor& w_down, const std::optional<at::Tensor>& b_down,
+                          const at::Tensor& norm_weight, const std::optional<at::Tensor>& norm_bias,
+                          const at::Tensor& w_up, const std::optional<at::Tensor>& b_up, c10::string_view activation,
+                          c10::string_view norm, double eps) {
+  const std::pair<const char*, const at::Tensor*> tensors[] = {
+      {"x", &x},
+      {"w_down", &w_down},
+      {"b_down", b_down ? &*b_down : nullptr},
+      {"norm_weight", &norm_weight},
+      {"norm_bias", norm_bias ? &*norm_bias : nullptr},
+      {"w_up", &w_up},
+      {"b_up", b_up ? &*b_up : nullptr}};
+  for (const auto& [name, t] : tensors) {
+    if (t != nullptr) check_tensor(name, *t, x);
+  }
+  TORCH_CHECK_VALUE(x.dim() >= 1, "fastadapter.adapter: x must have shape (..., D), got a 0-d tensor");
+  const c10::SymInt width = x.sym_size(-1);
+  TORCH_CHECK_VALUE(w_down.dim() == 2 && w_down.sym_size(1) == width, "fastadapter.adapter: w_down must have "
+                    "shape (r, D=", width, "), got ", shape_str(w_down.sym_sizes()));
+  const c10::SymInt r = w_down.sym_size(0);
+  TORCH_CHECK_VALUE(r != 0, "fastadapter.adapter: the bottleneck size must be at least 1 (w_down has 0 rows)");
+  if (b_down) check_shape("b_down", *b_down, {r}, width, r);
+  check_shape("norm_weight", norm_weight, {r}, width, r);
+  if (norm_bias) check_shape("norm_bias", *norm_bias, {r}, width, r);
+  check_shape("w_up", w_up, {width, r}, width, r);
+  if (b_up) check_shape("b_up", *b_up, {width}, width, r);
+  parse_activation(std::string(activation));
+  parse_norm(std::string(norm));
+  TORCH_CHECK_VALUE(eps > 0, "fastadapter.adapter: eps must be positive, got ", eps);
+}
+
+}  // namespace fastadapter
