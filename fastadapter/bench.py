@@ -25,7 +25,7 @@ import multiprocessing
 import platform
 import statistics
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -90,13 +90,30 @@ def _without_torch_default_init():
             cls.reset_parameters = original
 
 
+def _require_checkpoint(checkpoint: str) -> None:
+    if not Path(checkpoint).exists():
+        raise FileNotFoundError(f"fastadapter bench: no checkpoint at {checkpoint} (a local directory is "
+                                "expected; nothing is downloaded)")
+
+
+def with_checkpoint_image_size(preset: Preset, checkpoint: str, requested: int | None) -> Preset:
+    """The preset at the image size the checkpoint's vision encoder takes (its position embeddings fix it);
+    a different size asked for explicitly is refused."""
+    from transformers import BlipConfig
+
+    _require_checkpoint(checkpoint)
+    size = BlipConfig.from_pretrained(checkpoint).vision_config.image_size
+    if requested is not None and requested != size:
+        raise ValueError(f"fastadapter bench: the checkpoint at {checkpoint} takes {size}-px images; "
+                         f"--image-size {requested} does not fit its position embeddings")
+    return replace(preset, image_size=size)
+
+
 def build_model(checkpoint: str | None, preset: Preset):
     from transformers import BlipConfig, BlipForConditionalGeneration
 
     if checkpoint:
-        if not Path(checkpoint).exists():
-            raise FileNotFoundError(f"fastadapter bench: no checkpoint at {checkpoint} (a local directory is "
-                                    "expected; nothing is downloaded)")
+        _require_checkpoint(checkpoint)
         model = BlipForConditionalGeneration.from_pretrained(checkpoint)
     else:
         config = BlipConfig()
@@ -264,8 +281,10 @@ def machine() -> dict:
 
 def markdown(report: dict) -> str:
     preset = report["preset"]
+    model = (f"checkpoint {report['checkpoint']}" if report.get("checkpoint") else
+             "BLIP-base shapes from BlipConfig, random weights")
     lines = [f"fastadapter bench — {report['machine']['date']}, {report['machine'].get('gpu', report['machine']['cpu'])}"
-             f", torch {report['machine']['torch']}; preset {report['preset_name']}: {preset['dtype']}, batch "
+             f", torch {report['machine']['torch']}; {model}; preset {report['preset_name']}: {preset['dtype']}, batch "
              f"{preset['batch']} at {preset['image_size']} px, median of {preset['steps']} steps after "
              f"{preset['warmup']} warm-up" + (", CPU denormals flushed" if preset["device"] == "cpu" else ""),
              "", "| mode | trains | trainable params | step (s), median [min–max] | images/s | saved for backward | peak memory | "
@@ -306,13 +325,16 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(report: dict, path: Path) -> None:
+def plot(report: dict, path: Path) -> bool:
+    """Bar charts of step time and peak memory per measured mode; False (and no file) when none measured."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     measured = {m: r for m, r in report["results"].items() if "step_s" in r}
+    if not measured:
+        return False
     names = list(measured)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     medians = [measured[m]["step_s"] for m in names]
@@ -328,6 +350,7 @@ def plot(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return True
 
 
 def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: str | None = None,
@@ -335,12 +358,14 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
     from tqdm import tqdm
 
     preset = Preset(**{**asdict(PRESETS[preset_name]), **{k: v for k, v in overrides.items() if v is not None}})
+    if checkpoint:
+        preset = with_checkpoint_image_size(preset, checkpoint, overrides.get("image_size"))
     if preset.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("fastadapter bench: preset 'gpu' needs a CUDA device, and none is visible")
+        raise ValueError("fastadapter bench: preset 'gpu' needs a CUDA device, and none is visible")
     modes = modes or list(MODES)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
-        raise ValueError(f"unknown mode(s) {unknown}; expected some of {list(MODES)}")
+        raise ValueError(f"fastadapter bench: unknown mode(s) {unknown}; expected some of {list(MODES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {"preset_name": preset_name, "preset": asdict(preset), "checkpoint": checkpoint, "machine": machine(),
@@ -372,7 +397,9 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
         save()
     report["complete"] = True
     save()
-    plot(report, out / "bench.png")
+    plotted = plot(report, out / "bench.png")
+    if not plotted:
+        (out / "bench.png").unlink(missing_ok=True)  # an earlier run's chart must not pass for this one's
     print(markdown(report))
-    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    print(f"\nwrote {out / 'bench.json'}" + (f" and {out / 'bench.png'}" if plotted else " (no plot: no mode measured)"))
     return report

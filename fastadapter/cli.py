@@ -25,8 +25,13 @@ def _bench(args) -> int:
     from . import bench
 
     modes = [m.strip() for m in args.modes.split(",")] if args.modes else None
-    report = bench.run(args.preset, modes, checkpoint=args.model, out_dir=args.out, batch=args.batch,
-                       image_size=args.image_size, steps=args.steps, warmup=args.warmup, bottleneck=args.bottleneck)
+    try:
+        report = bench.run(args.preset, modes, checkpoint=args.model, out_dir=args.out, batch=args.batch,
+                           image_size=args.image_size, steps=args.steps, warmup=args.warmup,
+                           bottleneck=args.bottleneck)
+    except (ValueError, FileNotFoundError) as error:  # a request that cannot run here, refused before any mode
+        print(error, file=sys.stderr)
+        return 2
     failed = bench.failures(report)
     if failed:
         print(f"fastadapter bench: {', '.join(failed)} failed (the others are measured above)", file=sys.stderr)

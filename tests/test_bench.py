@@ -30,6 +30,9 @@ def test_bench_tiny_run(tmp_path, capsys):
 def test_bench_refuses_bad_requests(tmp_path):
     with pytest.raises(ValueError, match="unknown mode"):
         bench.run("cpu", ["z"], out_dir=str(tmp_path))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="preset 'gpu' needs a CUDA device, and none is visible"):
+            bench.run("gpu", ["a"], out_dir=str(tmp_path))
     with pytest.raises(SystemExit):
         cli.main(["bench", "--steps", "0"])
 
@@ -37,6 +40,35 @@ def test_bench_refuses_bad_requests(tmp_path):
 def test_bench_names_a_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         bench.build_model(str(tmp_path / "nowhere"), bench.PRESETS["cpu"])
+
+
+def test_bench_on_a_checkpoint_takes_its_image_size(tmp_path, capsys):
+    from blip_fixtures import VISION, blip_config
+    from transformers import BlipForConditionalGeneration
+
+    checkpoint = tmp_path / "tiny-blip"
+    BlipForConditionalGeneration(blip_config()).save_pretrained(checkpoint)
+    report = bench.run("cpu", ["a", "c-text"], checkpoint=str(checkpoint), out_dir=str(tmp_path / "out"), batch=1,
+                       steps=1, warmup=0, bottleneck=8)
+    assert not bench.failures(report)
+    assert report["preset"]["image_size"] == VISION["image_size"]  # not the CPU preset's 224
+    assert report["results"]["c-text"]["trainable"] == 2 * (2 * 32 * 8 + 3 * 8 + 32)  # the checkpoint's decoder
+    assert f"checkpoint {checkpoint}" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=f"takes {VISION['image_size']}-px images; --image-size 224 does not fit"):
+        bench.run("cpu", ["a"], checkpoint=str(checkpoint), out_dir=str(tmp_path / "out"), image_size=224)
+
+
+def test_no_stale_plot_when_nothing_was_measured(tmp_path, monkeypatch, capsys):
+    def broken(fn, *args):
+        raise RuntimeError("out of memory")
+
+    (tmp_path / "bench.png").write_bytes(b"an earlier run's chart")
+    monkeypatch.setattr(bench, "_in_fresh_process", broken)
+    report = bench.run("cpu", ["a", "b"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0,
+                       bottleneck=8)
+    assert bench.failures(report) == ["a", "b"]
+    assert not (tmp_path / "bench.png").exists()
+    assert "no plot: no mode measured" in capsys.readouterr().out
 
 
 def test_paired_eager_against_fused():

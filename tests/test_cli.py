@@ -36,3 +36,10 @@ def test_bad_arguments_are_refused():
     result = subprocess.run([sys.executable, "-m", "fastadapter.cli", "demo", "--steps", "0"], capture_output=True,
                             text=True)
     assert result.returncode == 2 and "--steps must be at least 1" in result.stderr
+
+
+def test_bench_refuses_an_unrunnable_request_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "fastadapter.cli", "bench", "--model", str(tmp_path / "nowhere"),
+                             "--out", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"fastadapter bench: no checkpoint at {tmp_path / 'nowhere'}" in result.stderr
