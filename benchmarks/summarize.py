@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ("eager", "compile", "cpu", "cuda", "triton")
+ORDER = ("eager", "compile", "cpu", "cuda", "cuda_packed", "triton")
 
 
 def table(*paths: Path) -> str:
@@ -24,7 +24,7 @@ def table(*paths: Path) -> str:
              "|---|" + "---:|" * (len(impls) + 1)]
     for group, by_impl in sorted(rows.items()):
         cells = [f"{by_impl[i][0]:.3f} ({by_impl[i][1]:.1f})" if i in by_impl else "—" for i in impls]
-        fused = [by_impl[i][0] for i in ("cpu", "cuda", "triton") if i in by_impl]
+        fused = [by_impl[i][0] for i in ("cpu", "cuda", "cuda_packed", "triton") if i in by_impl]
         ratio = f"{min(fused) / by_impl['eager'][0]:.2f}" if fused and "eager" in by_impl else "—"
         lines.append(f"| {group} | " + " | ".join(cells) + f" | {ratio} |")
     return "\n".join(lines)

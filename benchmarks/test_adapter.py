@@ -17,12 +17,13 @@ TOKENS = {"cpu": {"images": 2 * 577, "captions": 32 * 40}, "cuda": {"images": 32
 DTYPES = {"cpu": torch.float32, "cuda": torch.bfloat16}
 BOTTLENECKS = (64, 256, 512)
 PHASES = ("forward", "backward", "forward_backward")
-IMPLEMENTATIONS = {"cpu": ("eager", "compile", "cpu"), "cuda": ("eager", "compile", "cuda", "triton")}
+# cuda_packed: the cuda backend with its opt-in row-in-registers kernels (FASTADAPTER_CUDA_PACKED_ROWS=1).
+IMPLEMENTATIONS = {"cpu": ("eager", "compile", "cpu"), "cuda": ("eager", "compile", "cuda", "cuda_packed", "triton")}
 CASES = [(device, impl) for device in DEVICES for impl in IMPLEMENTATIONS[device]]
 
 
 def make_module(impl, r, device):
-    backend = "reference" if impl in ("eager", "compile") else impl
+    backend = {"eager": "reference", "compile": "reference", "cuda_packed": "cuda"}.get(impl, impl)
     if backend != "reference":
         info = fastadapter.backends()[backend]
         if not info.available or device not in info.devices:
@@ -38,8 +39,10 @@ def make_module(impl, r, device):
 @pytest.mark.parametrize("r", BOTTLENECKS)
 @pytest.mark.parametrize("tokens", ("images", "captions"))
 @pytest.mark.parametrize("device,impl", CASES)
-def test_adapter(benchmark, device, impl, tokens, r, phase):
+def test_adapter(benchmark, monkeypatch, device, impl, tokens, r, phase):
     require(device)
+    if impl == "cuda_packed":
+        monkeypatch.setenv("FASTADAPTER_CUDA_PACKED_ROWS", "1")
     module = make_module(impl, r, device)
     n = TOKENS[device][tokens]
     x = torch.randn(n, WIDTH, device=device, dtype=DTYPES[device], requires_grad=True)

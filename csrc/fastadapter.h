@@ -132,6 +132,12 @@ std::pair<at::Tensor, at::Tensor> norm_act_backward_cpu_into(
 
 namespace fastadapter {
 
+#ifdef FASTADAPTER_WITH_CUDA
+// Packs per lane the CUDA row-in-registers kernels would use for 16-byte-aligned rows of r elements of this
+// size (0: the general kernels run). For tests: it is the one gate of that choice, env switch included.
+int cuda_packed_rows_chunks(int64_t r, int64_t element_size, bool backward);
+#endif
+
 // Memory for the CPU adapter (csrc/cpu/memory.cpp). Fresh multi-megabyte memory faults once per 4 KiB page
 // on first touch; turning the cache off costs the op 0.75x -> 0.89x of eager (benchmarks/results/), so the op's
 // large tensors come from a caching allocator of huge-page blocks.

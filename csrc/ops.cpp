@@ -61,6 +61,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("check_adapter_inputs", &fastadapter::check_adapter_inputs,
         "the adapter op's input checks (also run by the op itself): raises TypeError or ValueError naming the "
         "bad argument");
+#ifdef FASTADAPTER_WITH_CUDA
+  m.def("cuda_packed_rows_chunks", &fastadapter::cuda_packed_rows_chunks, py::arg("r"), py::arg("element_size"),
+        py::arg("backward"),
+        "packs per lane of the CUDA row-in-registers kernels for rows of r elements (0: the general kernels)");
+#endif
   m.def("release_cpu_cache", &fastadapter::release_cpu_cache,
         "frees the CPU blocks cached for reuse by the adapter op; returns the bytes freed");
 }

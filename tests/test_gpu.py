@@ -6,17 +6,22 @@ import torch
 
 import fastadapter
 from fastadapter import reference
-from helpers import cast, check_against_reference, make_inputs
+from helpers import cast, check_against_reference, make_inputs, packed_rows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU case: no CUDA device here")
 GPU_BACKENDS = ("cuda", "triton", "eager")
+# "cuda_packed": the cuda backend with its opt-in row-in-registers kernels (FASTADAPTER_CUDA_PACKED_ROWS=1),
+# taken where r splits into 16-byte packs; elsewhere the general kernels run as with plain "cuda".
+CHECKED = ("cuda", "cuda_packed", "triton", "eager")
 
 
 def check(backend, inputs64, dtype, activation="gelu", norm="layernorm", recompute=False):
-    check_against_reference(backend, inputs64, dtype, activation, norm, recompute, device="cuda")
+    with packed_rows(backend == "cuda_packed"):
+        check_against_reference("cuda" if backend == "cuda_packed" else backend, inputs64, dtype, activation, norm,
+                                recompute, device="cuda")
 
 
-@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("backend", CHECKED)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("tokens,width,r", [(1, 64, 48), (7, 64, 1), (7, 768, 300), (1000, 768, 256),
                                             (4617, 768, 64), (1000, 64, 1024)])
@@ -24,18 +29,25 @@ def test_sizes_and_dtypes(backend, dtype, tokens, width, r):
     check(backend, make_inputs(tokens, width, r), dtype)
 
 
-@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("backend", CHECKED)
 @pytest.mark.parametrize("activation", reference.ACTIVATIONS)
 @pytest.mark.parametrize("norm", reference.NORMS)
 def test_activations_norms_recompute(backend, activation, norm):
     check(backend, make_inputs(33, 96, 40, lead=(3,)), torch.float32, activation, norm)
     check(backend, make_inputs(9, 64, 20, biases=False), torch.float32, activation, norm, recompute=True)
+    check(backend, make_inputs(300, 96, 128), torch.bfloat16, activation, norm)  # 16 packs: the packed kernels
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("forward_backend", GPU_BACKENDS)
 @pytest.mark.parametrize("backward_backend", GPU_BACKENDS)
-def test_gpu_backends_share_the_contract(forward_backend, backward_backend):
-    x, *params = cast(make_inputs(11, 64, 24), torch.float32, False, device="cuda")
+def test_gpu_backends_share_the_contract(forward_backend, backward_backend, packed):
+    with packed_rows(packed):
+        share_the_contract(forward_backend, backward_backend)
+
+
+def share_the_contract(forward_backend, backward_backend):
+    x, *params = cast(make_inputs(11, 64, 24), torch.float32, False, device="cuda")  # r=24: 6 float32 packs
     options = ("gelu", "layernorm", 1e-5)
     y, h, mean, rstd = torch.ops.fastadapter.adapter_forward(x, *params, *options, False, forward_backend)
     grad_y = torch.randn_like(y)
@@ -81,3 +93,4 @@ def test_cuda_names_its_bottleneck_limit():
     _, mean, rstd = torch.ops.fastadapter.norm_act_forward(h, weight, None, "gelu", "layernorm", 1e-5)
     with pytest.raises(RuntimeError, match="at most 3072, got 3073"):
         torch.ops.fastadapter.norm_act_backward(torch.randn_like(h), h, mean, rstd, weight, None, "gelu", "layernorm")
+

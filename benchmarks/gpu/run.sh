@@ -66,10 +66,11 @@ rc=$?; stage "fastadapter bench" "$( { [ $rc -eq 124 ] && echo 'TIMED OUT'; } ||
 # 4. GPU benchmark suites, one run per implementation: pytest-benchmark writes its JSON only when a run ends
 #    whole, so a stage stopped at its cap loses only its own implementation. torch.compile last (slow compiles).
 bench_opts=(--benchmark-only --benchmark-min-rounds=5 --benchmark-max-time=0.1 -v)
-# FASTADAPTER_GPU_SUITES picks implementations (default: all four).
-want suites && for impl_cap in cuda:40 triton:50 eager:40 compile:80; do
+# FASTADAPTER_GPU_SUITES picks implementations (default: all five; cuda_packed is the cuda backend with its
+# opt-in row-in-registers kernels).
+want suites && for impl_cap in cuda:40 cuda_packed:40 triton:50 eager:40 compile:80; do
   impl=${impl_cap%:*}
-  [[ " ${FASTADAPTER_GPU_SUITES:-cuda triton eager compile} " == *" $impl "* ]] || continue
+  [[ " ${FASTADAPTER_GPU_SUITES:-cuda cuda_packed triton eager compile} " == *" $impl "* ]] || continue
   timeout -s INT -k 10 "$(budget "${impl_cap#*:}")" "${pytest[@]}" benchmarks/test_adapter.py "${bench_opts[@]}" \
     -k "cuda-$impl-" --benchmark-json="$out/suites-$impl.json" > "$out/suites-$impl.log" 2>&1
   rc=$?; stage "suites ($impl)" "$(verdict $rc "$out/suites-$impl.log")"

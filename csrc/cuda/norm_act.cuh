@@ -1,5 +1,5 @@
 // Shared by the CUDA kernels of the adapter's fused middle (norm_act_forward.cu, norm_act_backward.cu): the
-// activations, the warp reduction and the grid size. Each kernel file compiles on its own, so
+// activations, warp reductions, 16-byte row packs and launch helpers. Each kernel file compiles on its own, so
 // the build runs them in parallel.
 #pragma once
 
@@ -8,6 +8,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <initializer_list>
+#include <string_view>
+#include <type_traits>
 
 #include "../fastadapter.h"
 
@@ -55,6 +59,83 @@ struct Act<Activation::Silu> {
 __device__ __forceinline__ float warp_sum(float v) {
   for (int offset = kWarpSize / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
+}
+
+// Row-in-registers kernels, for rows whose r elements split into 16-byte packs (r % pack == 0, 16-byte aligned
+// rows) and fit CHUNKS packs per lane: one 16-byte load per pack instead of 2- or 4-byte loads, and h and
+// grad_a read from memory once instead of once per pass. Lane l owns packs l, l + 32, ...; so it owns the
+// same columns in every row and keeps their norm parameters and parameter-grad sums in registers.
+template <typename T>
+struct alignas(16) Pack {
+  static constexpr int kSize = 16 / sizeof(T);
+  T v[kSize];
+};
+
+constexpr int kMaxChunks = 4;  // packs per lane: r up to 4 * 32 * 8 = 1024 in 16-bit types, 512 in float32
+// Backward keeps ~7 arrays per pack in registers: with 4 packs per lane it needs 255 registers and spills
+// (nvcc -Xptxas -v, sm_90); with 2, ~166.
+constexpr int kMaxBackwardChunks = 2;
+
+template <typename T, int CHUNKS>
+__device__ __forceinline__ void load_row(const T* row, int packs, int lane, float (&x)[CHUNKS][Pack<T>::kSize]) {
+#pragma unroll
+  for (int c = 0; c < CHUNKS; ++c) {
+    const int p = lane + c * kWarpSize;
+    if (p < packs) {
+      const Pack<T> pack = reinterpret_cast<const Pack<T>*>(row)[p];
+#pragma unroll
+      for (int k = 0; k < Pack<T>::kSize; ++k) x[c][k] = static_cast<float>(pack.v[k]);
+    }
+  }
+}
+
+template <int CHUNKS, int V>
+__device__ __forceinline__ void load_params(const float* w, const float* b, int packs, int lane, float (&wr)[CHUNKS][V],
+                                            float (&br)[CHUNKS][V]) {
+#pragma unroll
+  for (int c = 0; c < CHUNKS; ++c) {
+    const int p = lane + c * kWarpSize;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      wr[c][k] = p < packs ? w[p * V + k] : 0.f;
+      br[c][k] = p < packs && b ? b[p * V + k] : 0.f;
+    }
+  }
+}
+
+// The row-in-registers kernels are opt-in (FASTADAPTER_CUDA_PACKED_ROWS=1) until a GPU run has checked them
+// against the reference and timed them (benchmarks/gpu/run.sh runs both kinds). Read on every call (a getenv),
+// so that tests and suites can switch in one process.
+inline bool packed_rows_enabled() {
+  const char* value = std::getenv("FASTADAPTER_CUDA_PACKED_ROWS");
+  return value != nullptr && std::string_view(value) == "1";
+}
+
+// Packs per lane the row-in-registers kernels need for these tensors (1, 2 or 4), or 0 where they do not
+// apply: not enabled, r not a whole number of packs, a row not 16-byte aligned, or more than max_chunks packs
+// per lane.
+inline int vector_chunks(int64_t r, size_t element_size, std::initializer_list<const void*> rows, int max_chunks) {
+  if (!packed_rows_enabled()) return 0;
+  const int64_t pack = 16 / static_cast<int64_t>(element_size);
+  if (r % pack != 0) return 0;
+  for (const void* p : rows) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 0;
+  }
+  const int64_t chunks = (r / pack + kWarpSize - 1) / kWarpSize;
+  if (chunks > max_chunks) return 0;
+  return chunks <= 1 ? 1 : chunks <= 2 ? 2 : kMaxChunks;
+}
+
+// Calls f(std::integral_constant<int, CHUNKS>) for CHUNKS in {1, 2, 4}, instantiating only those <= MAX.
+template <int MAX, typename F>
+void dispatch_chunks(int chunks, F&& f) {
+  if (chunks == 1) {
+    f(std::integral_constant<int, 1>{});
+  } else if (chunks == 2) {
+    f(std::integral_constant<int, 2>{});
+  } else if constexpr (MAX >= kMaxChunks) {
+    f(std::integral_constant<int, kMaxChunks>{});
+  }
 }
 
 inline int grid_size(int64_t rows, int rows_per_block, int blocks_per_sm) {

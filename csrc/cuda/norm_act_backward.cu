@@ -1,5 +1,5 @@
 // CUDA backward of the adapter's fused middle: recomputes a, and gives grad_h and the norm parameters' grads,
-// one warp per row.
+// one warp per row: a row-in-registers kernel with 16-byte loads where the row allows, else a general one.
 // Parameter grads are reduced per block in shared memory (one slice per warp, no atomics) and then across
 // blocks by at::sum, so they are deterministic.
 #include <ATen/ATen.h>
@@ -71,6 +71,87 @@ __global__ void backward_kernel(const T* __restrict__ grad_a, const T* __restric
   }
 }
 
+// The parameter-grad sums stay in registers per lane until the end, then go through shared memory
+// (3r floats per warp) to one partial row per block, as in backward_kernel.
+template <typename T, int CHUNKS, Activation A, Norm N>
+__global__ void backward_vec_kernel(const T* __restrict__ grad_a, const T* __restrict__ h,
+                                    const float* __restrict__ mean, const float* __restrict__ rstd,
+                                    const float* __restrict__ w, const float* __restrict__ b, int64_t rows, int r,
+                                    T* __restrict__ a, T* __restrict__ grad_h, float* __restrict__ partial) {
+  constexpr int V = Pack<T>::kSize;
+  extern __shared__ float shared[];
+  const int warps = blockDim.x / kWarpSize;
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int packs = r / V;
+  float wr[CHUNKS][V], br[CHUNKS][V];
+  load_params(w, b, packs, lane, wr, br);
+  float acc_w[CHUNKS][V] = {}, acc_b[CHUNKS][V] = {}, acc_h[CHUNKS][V] = {};
+
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * warps;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * warps + warp; i < rows; i += stride) {
+    float xhat[CHUNKS][V], gx[CHUNKS][V];
+    load_row(h + i * r, packs, lane, xhat);
+    load_row(grad_a + i * r, packs, lane, gx);
+    const float m = mean[i], rs = rstd[i];
+    float sum_g = 0.f, sum_gx = 0.f;
+#pragma unroll
+    for (int c = 0; c < CHUNKS; ++c) {
+      const int p = lane + c * kWarpSize;
+      if (p < packs) {
+        Pack<T> out;
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          xhat[c][k] = (xhat[c][k] - m) * rs;
+          const float z = xhat[c][k] * wr[c][k] + br[c][k];
+          out.v[k] = static_cast<T>(Act<A>::value(z));
+          const float gz = gx[c][k] * Act<A>::grad(z);
+          acc_w[c][k] += gz * xhat[c][k];
+          acc_b[c][k] += gz;
+          gx[c][k] = __fmul_rn(gz, wr[c][k]);  // rounded once, never contracted: the mean below is of these
+          sum_g += gx[c][k];
+          sum_gx += gx[c][k] * xhat[c][k];
+        }
+        reinterpret_cast<Pack<T>*>(a + i * r)[p] = out;
+      }
+    }
+    const float mean_g = N == Norm::LayerNorm ? warp_sum(sum_g) / r : 0.f;
+    const float mean_gx = warp_sum(sum_gx) / r;
+#pragma unroll
+    for (int c = 0; c < CHUNKS; ++c) {
+      const int p = lane + c * kWarpSize;
+      if (p < packs) {
+        Pack<T> out;
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          const float g = rs * (gx[c][k] - mean_g - xhat[c][k] * mean_gx);
+          out.v[k] = static_cast<T>(g);
+          acc_h[c][k] += g;
+        }
+        reinterpret_cast<Pack<T>*>(grad_h + i * r)[p] = out;
+      }
+    }
+  }
+  float* slice = shared + static_cast<int64_t>(warp) * 3 * r;
+#pragma unroll
+  for (int c = 0; c < CHUNKS; ++c) {
+    const int p = lane + c * kWarpSize;
+    if (p < packs) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        slice[p * V + k] = acc_w[c][k];
+        slice[r + p * V + k] = acc_b[c][k];
+        slice[2 * r + p * V + k] = acc_h[c][k];
+      }
+    }
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < 3 * r; j += blockDim.x) {
+    float s = 0.f;
+    for (int k = 0; k < warps; ++k) s += shared[static_cast<int64_t>(k) * 3 * r + j];
+    partial[static_cast<int64_t>(blockIdx.x) * 3 * r + j] = s;
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cuda(
     const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
     const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
@@ -91,21 +172,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
   const at::Tensor& b = params.second;
   at::Tensor a = at::empty_like(h);
   at::Tensor grad_h = at::empty_like(h);
-  const int warps =
-      static_cast<int>(std::clamp<int64_t>(kSharedFloats / (kBackwardSharedPerR * static_cast<int64_t>(r)), 1, 8));
+  const int chunks = vector_chunks(r, h.element_size(),
+                                   {g.const_data_ptr(), h.const_data_ptr(), a.const_data_ptr(), grad_h.const_data_ptr()},
+                                   kMaxBackwardChunks);
+  const int64_t shared_per_r = chunks > 0 ? 3 : kBackwardSharedPerR;  // the vector kernel keeps grad_xhat in registers
+  const int warps = static_cast<int>(std::clamp<int64_t>(kSharedFloats / (shared_per_r * r), 1, 8));
   const int grid = rows == 0 ? 1 : grid_size(rows, warps, 4);
   at::Tensor partial = at::zeros({grid, 3, r}, h.options().dtype(at::kFloat));
   if (rows > 0) {
-    const size_t shared_bytes = static_cast<size_t>(warps) * kBackwardSharedPerR * r * sizeof(float);
+    const size_t shared_bytes = static_cast<size_t>(warps * shared_per_r * r) * sizeof(float);
     const auto stream = at::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_backward_cuda", [&] {
       dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
-        backward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>
-            <<<grid, warps * kWarpSize, shared_bytes, stream>>>(
-                g.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), m.const_data_ptr<float>(),
-                s.const_data_ptr<float>(), w.const_data_ptr<float>(), b.defined() ? b.const_data_ptr<float>() : nullptr,
-                rows, r, a.mutable_data_ptr<scalar_t>(), grad_h.mutable_data_ptr<scalar_t>(),
-                partial.mutable_data_ptr<float>());
+        constexpr Activation kAct = decltype(act_tag)::value;
+        constexpr Norm kNorm = decltype(norm_tag)::value;
+        const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
+        if (chunks > 0) {
+          dispatch_chunks<kMaxBackwardChunks>(chunks, [&](auto chunks_tag) {
+            backward_vec_kernel<scalar_t, decltype(chunks_tag)::value, kAct, kNorm>
+                <<<grid, warps * kWarpSize, shared_bytes, stream>>>(
+                    g.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), m.const_data_ptr<float>(),
+                    s.const_data_ptr<float>(), w.const_data_ptr<float>(), bias_ptr, rows, r,
+                    a.mutable_data_ptr<scalar_t>(), grad_h.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<float>());
+          });
+        } else {
+          backward_kernel<scalar_t, kAct, kNorm><<<grid, warps * kWarpSize, shared_bytes, stream>>>(
+              g.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), m.const_data_ptr<float>(),
+              s.const_data_ptr<float>(), w.const_data_ptr<float>(), bias_ptr, rows, r, a.mutable_data_ptr<scalar_t>(),
+              grad_h.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<float>());
+        }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

@@ -1,5 +1,6 @@
-// CUDA forward of the adapter's fused middle: a = act(norm(h)) and the row statistics, one warp per row.
-// Math is float32 whatever the storage dtype.
+// CUDA forward of the adapter's fused middle: a = act(norm(h)) and the row statistics, one warp per row: a
+// row-in-registers kernel with 16-byte loads where the row allows, else a general one (any r). Math is float32
+// whatever the storage dtype.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -52,6 +53,67 @@ __global__ void forward_kernel(const T* __restrict__ h, const float* __restrict_
   }
 }
 
+// Mean (0 for RMSNorm) and rstd of a row held as x[CHUNKS][V] across the warp.
+template <int CHUNKS, int V, Norm N>
+__device__ __forceinline__ void row_statistics_vec(const float (&x)[CHUNKS][V], int packs, int r, float eps, int lane,
+                                                   float& mean, float& rstd) {
+  float m = 0.f;
+  if constexpr (N == Norm::LayerNorm) {
+    float s = 0.f;
+#pragma unroll
+    for (int c = 0; c < CHUNKS; ++c) {
+      if (lane + c * kWarpSize < packs) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) s += x[c][k];
+      }
+    }
+    m = warp_sum(s) / r;
+  }
+  float q = 0.f;
+#pragma unroll
+  for (int c = 0; c < CHUNKS; ++c) {
+    if (lane + c * kWarpSize < packs) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) q += (x[c][k] - m) * (x[c][k] - m);
+    }
+  }
+  mean = m;
+  rstd = rsqrtf(warp_sum(q) / r + eps);
+}
+
+template <typename T, int CHUNKS, Activation A, Norm N>
+__global__ void forward_vec_kernel(const T* __restrict__ h, const float* __restrict__ w, const float* __restrict__ b,
+                                   int64_t rows, int r, float eps, T* __restrict__ a, float* __restrict__ mean,
+                                   float* __restrict__ rstd) {
+  constexpr int V = Pack<T>::kSize;
+  const int lane = threadIdx.x % kWarpSize;
+  const int packs = r / V;
+  float wr[CHUNKS][V], br[CHUNKS][V];
+  load_params(w, b, packs, lane, wr, br);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kForwardWarps;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kForwardWarps + threadIdx.x / kWarpSize; i < rows;
+       i += stride) {
+    float x[CHUNKS][V];
+    load_row(h + i * r, packs, lane, x);
+    float m, rs;
+    row_statistics_vec<CHUNKS, V, N>(x, packs, r, eps, lane, m, rs);
+#pragma unroll
+    for (int c = 0; c < CHUNKS; ++c) {
+      const int p = lane + c * kWarpSize;
+      if (p < packs) {
+        Pack<T> out;
+#pragma unroll
+        for (int k = 0; k < V; ++k) out.v[k] = static_cast<T>(Act<A>::value((x[c][k] - m) * rs * wr[c][k] + br[c][k]));
+        reinterpret_cast<Pack<T>*>(a + i * r)[p] = out;
+      }
+    }
+    if (lane == 0) {
+      mean[i] = m;
+      rstd[i] = rs;
+    }
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::Tensor& h, const at::Tensor& weight,
                                                                      const std::optional<at::Tensor>& bias,
                                                                      c10::string_view activation,
@@ -72,12 +134,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::T
   const int grid = grid_size(rows, kForwardWarps, 32);
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_forward_cuda", [&] {
+    const int chunks = vector_chunks(r, sizeof(scalar_t), {h.const_data_ptr(), a.const_data_ptr()}, kMaxChunks);
     dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
-      forward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>
-          <<<grid, kForwardWarps * kWarpSize, 0, stream>>>(
-              h.const_data_ptr<scalar_t>(), w.const_data_ptr<float>(), b.defined() ? b.const_data_ptr<float>() : nullptr,
-              rows, r, static_cast<float>(eps), a.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<float>(),
-              rstd.mutable_data_ptr<float>());
+      constexpr Activation kAct = decltype(act_tag)::value;
+      constexpr Norm kNorm = decltype(norm_tag)::value;
+      const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
+      if (chunks > 0) {
+        dispatch_chunks<kMaxChunks>(chunks, [&](auto chunks_tag) {
+          forward_vec_kernel<scalar_t, decltype(chunks_tag)::value, kAct, kNorm>
+              <<<grid, kForwardWarps * kWarpSize, 0, stream>>>(
+                  h.const_data_ptr<scalar_t>(), w.const_data_ptr<float>(), bias_ptr, rows, r, static_cast<float>(eps),
+                  a.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<float>(), rstd.mutable_data_ptr<float>());
+        });
+      } else {
+        forward_kernel<scalar_t, kAct, kNorm><<<grid, kForwardWarps * kWarpSize, 0, stream>>>(
+            h.const_data_ptr<scalar_t>(), w.const_data_ptr<float>(), bias_ptr, rows, r, static_cast<float>(eps),
+            a.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<float>(), rstd.mutable_data_ptr<float>());
+      }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -89,3 +162,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::T
 TORCH_LIBRARY_IMPL(fastadapter, CUDA, m) { m.impl("norm_act_forward", &norm_act_forward_cuda); }
 
 }  // namespace fastadapter::gpu
+
+namespace fastadapter {
+
+int cuda_packed_rows_chunks(int64_t r, int64_t element_size, bool backward) {
+  return gpu::vector_chunks(r, static_cast<size_t>(element_size), {},
+                            backward ? gpu::kMaxBackwardChunks : gpu::kMaxChunks);
+}
+
+}  // namespace fastadapter
