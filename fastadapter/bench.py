@@ -98,11 +98,17 @@ def _require_checkpoint(checkpoint: str) -> None:
 
 def with_checkpoint_image_size(preset: Preset, checkpoint: str, requested: int | None) -> Preset:
     """The preset at the image size the checkpoint's vision encoder takes (its position embeddings fix it);
-    a different size asked for explicitly is refused."""
+    a different size asked for explicitly is refused, and so is a checkpoint of another BLIP head, whose
+    missing captioning decoder from_pretrained would silently fill with random weights."""
     from transformers import BlipConfig
 
     _require_checkpoint(checkpoint)
-    size = BlipConfig.from_pretrained(checkpoint).vision_config.image_size
+    config = BlipConfig.from_pretrained(checkpoint)
+    architectures = config.architectures or []
+    if architectures and "BlipForConditionalGeneration" not in architectures:
+        raise ValueError(f"fastadapter bench: the checkpoint at {checkpoint} is a {', '.join(architectures)}; the "
+                         "bench trains captioning, which needs a BlipForConditionalGeneration checkpoint")
+    size = config.vision_config.image_size
     if requested is not None and requested != size:
         raise ValueError(f"fastadapter bench: the checkpoint at {checkpoint} takes {size}-px images; "
                          f"--image-size {requested} does not fit its position embeddings")

@@ -44,7 +44,7 @@ def test_bench_names_a_missing_checkpoint(tmp_path):
 
 def test_bench_on_a_checkpoint_takes_its_image_size(tmp_path, capsys):
     from blip_fixtures import VISION, blip_config
-    from transformers import BlipForConditionalGeneration
+    from transformers import BlipForConditionalGeneration, BlipForImageTextRetrieval
 
     checkpoint = tmp_path / "tiny-blip"
     BlipForConditionalGeneration(blip_config()).save_pretrained(checkpoint)
@@ -56,6 +56,10 @@ def test_bench_on_a_checkpoint_takes_its_image_size(tmp_path, capsys):
     assert f"checkpoint {checkpoint}" in capsys.readouterr().out
     with pytest.raises(ValueError, match=f"takes {VISION['image_size']}-px images; --image-size 224 does not fit"):
         bench.run("cpu", ["a"], checkpoint=str(checkpoint), out_dir=str(tmp_path / "out"), image_size=224)
+    retrieval = tmp_path / "tiny-blip-retrieval"
+    BlipForImageTextRetrieval(blip_config()).save_pretrained(retrieval)
+    with pytest.raises(ValueError, match="is a BlipForImageTextRetrieval; the bench trains captioning"):
+        bench.run("cpu", ["a"], checkpoint=str(retrieval), out_dir=str(tmp_path / "out"))
 
 
 def test_no_stale_plot_when_nothing_was_measured(tmp_path, monkeypatch, capsys):
