@@ -2,8 +2,8 @@
 # The GPU check, in one go: build, GPU tests, `fastadapter bench --preset gpu`, the GPU benchmark suites,
 # then the CPU tests with the time left. For a GPU machine with no network that already has torch, triton and
 # transformers (plus pytest, pytest-benchmark, safetensors, tqdm, matplotlib).
-#   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]   STAGE: tests bench suites cpu-tests (default: all;
-#   the build always runs)
+#   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]   STAGE: tests bench suites share cpu-tests (default:
+#   all; the build always runs)
 # The whole run stays under a deadline (FASTADAPTER_GPU_DEADLINE_S, default 470 s; the issue asks for < 8 min
 # on one H200): each stage gets at most its own cap and never more than what is left, most important first;
 # a stage stopped at its cap gets SIGINT, so pytest still writes its JSON and summary.
@@ -11,7 +11,7 @@
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]}
 shift
-stages=" ${*:-tests bench suites cpu-tests} "
+stages=" ${*:-tests bench suites share cpu-tests} "
 want() { [[ $stages == *" $1 "* ]]; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -76,7 +76,15 @@ want suites && for impl_cap in cuda:40 cuda_packed:40 triton:50 eager:40 compile
   rc=$?; stage "suites ($impl)" "$(verdict $rc "$out/suites-$impl.log")"
 done
 
-# 5. the CPU tests, with what is left (CI runs them on every push; here they check this machine's versions)
+# 5. the adapters' share of a GPU-preset step (kernel time), general and packed CUDA kernels
+want share && for packed in "" --packed; do
+  timeout -s INT -k 10 "$(budget 60)" "$py" benchmarks/step_share.py --preset gpu --steps 3 $packed \
+    >> "$out/step-share.txt" 2>&1
+  rc=$?; stage "step share ${packed:-(general)}" "$( [ $rc -eq 0 ] && grep 'share of the step' "$out/step-share.txt" \
+    | tail -1 | sed 's/.*share of the step/share/' || echo "exit $rc (see step-share.txt)")"
+done
+
+# 6. the CPU tests, with what is left (CI runs them on every push; here they check this machine's versions)
 if want cpu-tests && [ $(( deadline - $(elapsed) )) -ge 120 ]; then
   xdist=$("$py" -c "import xdist" 2>/dev/null && echo "-n 8")
   timeout -s INT -k 10 "$(budget 300)" "${pytest[@]}" tests -q $xdist --ignore=tests/test_gpu.py \
