@@ -141,12 +141,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> adapter_backw
     a = empty_large({rows, r}, x2);
     grad_h = grad_a;  // computed in place
     const ResidualRows residual{gy.contiguous(), Tensor(), grad_x};
-    const auto [sums, residual_sums] =
-        norm_act_backward_cpu_into(grad_a, h2, mean.reshape({-1}), rstd.reshape({-1}), norm_weight, norm_bias,
-                                   activation, norm, a, grad_h, input_grad ? &residual : nullptr);
-    std::tie(grad_norm_weight, grad_norm_bias, grad_b_down) =
-        norm_sums_as_grads(sums, norm_weight.scalar_type(), x2.scalar_type());
-    grad_b_up = input_grad ? residual_sums.to(gy.scalar_type()) : gy.sum(0);
+    auto sums = norm_act_backward_cpu_into(grad_a, h2, mean.reshape({-1}), rstd.reshape({-1}), norm_weight,
+                                           norm_bias, activation, norm, a, grad_h, input_grad ? &residual : nullptr);
+    grad_norm_weight = sums.grad_weight;
+    grad_norm_bias = sums.grad_bias;
+    grad_b_down = sums.grad_h_sum;
+    grad_b_up = input_grad ? sums.residual_sum : gy.sum(0);
   } else {
     std::tie(a, grad_h, grad_norm_weight, grad_norm_bias, grad_b_down) =
         norm_act_backward(std::string(backend), grad_a, h2, mean.reshape({-1}), rstd.reshape({-1}), norm_weight,

@@ -56,14 +56,6 @@ inline std::pair<at::Tensor, at::Tensor> float_norm_params(const at::Tensor& wei
   return {weight.to(at::kFloat).contiguous(), bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor()};
 }
 
-// The backward's reduced (3, r) float32 sums as its three grads: norm weight and norm bias in the weight's
-// dtype, the down-projection bias (sum of grad_h) in h's. Outputs must not alias, so each is its own copy.
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_sums_as_grads(const at::Tensor& sums,
-                                                                        at::ScalarType weight_type,
-                                                                        at::ScalarType h_type) {
-  return {sums[0].to(weight_type, false, true), sums[1].to(weight_type, false, true), sums[2].to(h_type, false, true)};
-}
-
 inline void check_norm_act_backward_inputs(const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean,
                                            const at::Tensor& rstd, const at::Tensor& weight,
                                            const c10::optional<at::Tensor>& bias) {
@@ -118,15 +110,20 @@ struct ResidualRows {
 
 // The CPU kernels (csrc/cpu/norm_act.cpp), writing into outputs the caller allocated: the orchestration
 // (csrc/adapter.cpp) folds the residual pass into them. grad_h may alias grad_a (computed in place); residual
-// may be nullptr. The backward returns the per-column sums (3, r) in float32 (grad of norm weight, norm
-// bias, sum of grad_h) and the residual source's column sums (D,) in float32 (undefined without residual).
+// may be nullptr. The backward returns the column sums as the grads they are: of the norm weight and bias (in
+// the weight's dtype), of grad_h (the down-projection bias grad, in h's dtype) and of the residual source (the
+// up-projection bias grad, in its dtype; undefined without residual).
+struct NormActBackwardSums {
+  at::Tensor grad_weight, grad_bias, grad_h_sum, residual_sum;
+};
 void norm_act_forward_cpu_into(const at::Tensor& h, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                c10::string_view activation, c10::string_view norm, double eps, at::Tensor& a,
                                at::Tensor& mean, at::Tensor& rstd, const ResidualRows* residual);
-std::pair<at::Tensor, at::Tensor> norm_act_backward_cpu_into(
-    const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
-    const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
-    c10::string_view norm, at::Tensor& a, at::Tensor& grad_h, const ResidualRows* residual);
+NormActBackwardSums norm_act_backward_cpu_into(const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean,
+                                               const at::Tensor& rstd, const at::Tensor& weight,
+                                               const std::optional<at::Tensor>& bias, c10::string_view activation,
+                                               c10::string_view norm, at::Tensor& a, at::Tensor& grad_h,
+                                               const ResidualRows* residual);
 
 }  // namespace fastadapter
 

@@ -266,18 +266,18 @@ void forward_kernel(const at::Tensor& h, const float* w, const float* b, float e
   });
 }
 
-// partial: (chunks, 3, r) norm sums; the residual's rows are summed by chunk as well.
+// pp: (chunks, 3, r) zeroed norm sums, each chunk's added to by the thread that runs it; the residual's rows
+// are summed by chunk as well.
 template <typename T, Activation A, Norm N, typename Residual>
 void backward_kernel(const at::Tensor& grad_a, const at::Tensor& h, const float* mp, const float* rp, const float* w,
-                     const float* b, at::Tensor& a, at::Tensor& grad_h, at::Tensor& partial, const Residual& residual) {
+                     const float* b, at::Tensor& a, at::Tensor& grad_h, float* pp, int64_t chunks,
+                     const Residual& residual) {
   const int64_t rows = h.size(0), r = h.size(1);
-  const int64_t chunks = partial.size(0);
   const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
   const T* hp = h.const_data_ptr<T>();
   const T* gp = grad_a.const_data_ptr<T>();
   T* ap = a.mutable_data_ptr<T>();
   T* ghp = grad_h.mutable_data_ptr<T>();
-  float* pp = partial.mutable_data_ptr<float>();
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     std::vector<float> buffer((std::is_same_v<T, float> ? r : 5 * r) + residual.scratch_floats);
     float* scratch = buffer.data();
@@ -297,6 +297,22 @@ void backward_kernel(const at::Tensor& grad_a, const at::Tensor& h, const float*
       }
     }
   });
+}
+
+// The column sums of a (chunks, stride) float buffer's first n columns, as a new (n,) tensor of dtype `type`:
+// the chunks' partial sums reduced in chunk order (deterministic), in one pass with no ATen reduction.
+at::Tensor sum_chunks(const float* partial, int64_t chunks, int64_t stride, int64_t n, at::ScalarType type) {
+  std::vector<float> total(partial, partial + n);
+  for (int64_t c = 1; c < chunks; ++c) {
+    const float* row = partial + c * stride;
+    for (int64_t j = 0; j < n; ++j) total[j] += row[j];
+  }
+  at::Tensor out = at::empty({n}, at::TensorOptions().dtype(type));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, type, "fastadapter_sum_chunks", [&] {
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    for (int64_t j = 0; j < n; ++j) o[j] = static_cast<scalar_t>(total[j]);
+  });
+  return out;
 }
 
 // Calls f(residual functor) for the given residual rows (or NoResidual), in h's dtype.
@@ -343,10 +359,11 @@ void norm_act_forward_cpu_into(const at::Tensor& h, const at::Tensor& weight, co
   });
 }
 
-std::pair<at::Tensor, at::Tensor> norm_act_backward_cpu_into(
-    const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
-    const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
-    c10::string_view norm, at::Tensor& a, at::Tensor& grad_h, const ResidualRows* residual) {
+NormActBackwardSums norm_act_backward_cpu_into(const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean,
+                                               const at::Tensor& rstd, const at::Tensor& weight,
+                                               const std::optional<at::Tensor>& bias, c10::string_view activation,
+                                               c10::string_view norm, at::Tensor& a, at::Tensor& grad_h,
+                                               const ResidualRows* residual) {
   check_norm_act_backward_inputs(grad_a, h, mean, rstd, weight, bias);
   if (residual) check_residual_rows(*residual, h.size(0));
   const Activation act = parse_activation(std::string(activation));
@@ -358,20 +375,25 @@ std::pair<at::Tensor, at::Tensor> norm_act_backward_cpu_into(
   const at::Tensor& w = params.first;
   const at::Tensor& b = params.second;
   const int64_t chunks = chunk_count(h.size(0), r);
-  at::Tensor partial = at::zeros({chunks, 3, r}, h.options().dtype(at::kFloat));
-  at::Tensor residual_partial =
-      residual ? at::zeros({chunks, residual->source.size(1)}, h.options().dtype(at::kFloat)) : at::Tensor();
-  float* column_sums = residual ? residual_partial.mutable_data_ptr<float>() : nullptr;
+  const int64_t width = residual ? residual->source.size(1) : 0;
+  // Per-chunk partial sums, zeroed: (chunks, 3, r) then (chunks, width). A plain buffer, not a tensor: its
+  // fill and reduction cost no ATen calls, which count at the few rows of a caption batch.
+  std::vector<float> partial(static_cast<size_t>(chunks * (3 * r + width)));
+  float* column_sums = residual ? partial.data() + chunks * 3 * r : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_backward", [&] {
     with_residual<scalar_t>(residual, column_sums, [&](const auto& residual_rows) {
       dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
         backward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>(
             g, h, m.const_data_ptr<float>(), s.const_data_ptr<float>(), w.const_data_ptr<float>(),
-            b.defined() ? b.const_data_ptr<float>() : nullptr, a, grad_h, partial, residual_rows);
+            b.defined() ? b.const_data_ptr<float>() : nullptr, a, grad_h, partial.data(), chunks, residual_rows);
       });
     });
   });
-  return {partial.sum(0), residual ? residual_partial.sum(0) : at::Tensor()};
+  const float* pp = partial.data();
+  return {sum_chunks(pp, chunks, 3 * r, r, weight.scalar_type()),
+          sum_chunks(pp + r, chunks, 3 * r, r, weight.scalar_type()),
+          sum_chunks(pp + 2 * r, chunks, 3 * r, r, h.scalar_type()),
+          residual ? sum_chunks(column_sums, chunks, width, width, residual->source.scalar_type()) : at::Tensor()};
 }
 
 namespace {
@@ -393,10 +415,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
     c10::string_view norm) {
   at::Tensor a = at::empty_like(h);
   at::Tensor grad_h = at::empty_like(h);
-  const at::Tensor sums =
-      norm_act_backward_cpu_into(grad_a, h, mean, rstd, weight, bias, activation, norm, a, grad_h, nullptr).first;
-  const auto [grad_weight, grad_bias, grad_h_sum] = norm_sums_as_grads(sums, weight.scalar_type(), h.scalar_type());
-  return {a, grad_h, grad_weight, grad_bias, grad_h_sum};
+  auto sums = norm_act_backward_cpu_into(grad_a, h, mean, rstd, weight, bias, activation, norm, a, grad_h, nullptr);
+  return {a, grad_h, sums.grad_weight, sums.grad_bias, sums.grad_h_sum};
 }
 
 }  // namespace

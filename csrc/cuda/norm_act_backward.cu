@@ -206,7 +206,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
     });
   }
   const at::Tensor sums = partial.sum(0);
-  const auto [grad_weight, grad_bias, grad_h_sum] = norm_sums_as_grads(sums, weight.scalar_type(), h.scalar_type());
+  // Outputs must not alias, so each grad is its own copy of its row of the sums.
+  at::Tensor grad_weight = sums[0].to(weight.scalar_type(), false, true);
+  at::Tensor grad_bias = sums[1].to(weight.scalar_type(), false, true);
+  at::Tensor grad_h_sum = sums[2].to(h.scalar_type(), false, true);
   return {a, grad_h, grad_weight, grad_bias, grad_h_sum};
 }
 
