@@ -138,6 +138,20 @@ void dispatch_chunks(int chunks, F&& f) {
   }
 }
 
+// Calls f(activation_tag, norm_tag, chunks_tag) with compile-time tags and checks the launch: chunks_tag is
+// the packs per lane of the row-in-registers kernel to launch, or 0 for the general kernel.
+template <int MAX, typename F>
+void dispatch_kernel(Activation act, Norm norm, int chunks, F&& f) {
+  dispatch_activation_norm(act, norm, [&](auto act_tag, auto norm_tag) {
+    if (chunks == 0) {
+      f(act_tag, norm_tag, std::integral_constant<int, 0>{});
+    } else {
+      dispatch_chunks<MAX>(chunks, [&](auto chunks_tag) { f(act_tag, norm_tag, chunks_tag); });
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
 inline int grid_size(int64_t rows, int rows_per_block, int blocks_per_sm) {
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t needed = (rows + rows_per_block - 1) / rows_per_block;

@@ -183,25 +183,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
     const size_t shared_bytes = static_cast<size_t>(warps * shared_per_r * r) * sizeof(float);
     const auto stream = at::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_backward_cuda", [&] {
-      dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
+      dispatch_kernel<kMaxBackwardChunks>(act, nrm, chunks, [&](auto act_tag, auto norm_tag, auto chunks_tag) {
         constexpr Activation kAct = decltype(act_tag)::value;
         constexpr Norm kNorm = decltype(norm_tag)::value;
-        const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
-        if (chunks > 0) {
-          dispatch_chunks<kMaxBackwardChunks>(chunks, [&](auto chunks_tag) {
-            backward_vec_kernel<scalar_t, decltype(chunks_tag)::value, kAct, kNorm>
-                <<<grid, warps * kWarpSize, shared_bytes, stream>>>(
-                    g.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), m.const_data_ptr<float>(),
-                    s.const_data_ptr<float>(), w.const_data_ptr<float>(), bias_ptr, rows, r,
-                    a.mutable_data_ptr<scalar_t>(), grad_h.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<float>());
-          });
-        } else {
-          backward_kernel<scalar_t, kAct, kNorm><<<grid, warps * kWarpSize, shared_bytes, stream>>>(
-              g.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), m.const_data_ptr<float>(),
-              s.const_data_ptr<float>(), w.const_data_ptr<float>(), bias_ptr, rows, r, a.mutable_data_ptr<scalar_t>(),
-              grad_h.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<float>());
-        }
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        constexpr int kChunks = decltype(chunks_tag)::value;
+        // Both kernels take the same arguments.
+        const auto kernel = [] {
+          if constexpr (kChunks > 0) {
+            return backward_vec_kernel<scalar_t, kChunks, kAct, kNorm>;
+          } else {
+            return backward_kernel<scalar_t, kAct, kNorm>;
+          }
+        }();
+        kernel<<<grid, warps * kWarpSize, shared_bytes, stream>>>(
+            g.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), m.const_data_ptr<float>(),
+            s.const_data_ptr<float>(), w.const_data_ptr<float>(), b.defined() ? b.const_data_ptr<float>() : nullptr,
+            rows, r, a.mutable_data_ptr<scalar_t>(), grad_h.mutable_data_ptr<scalar_t>(),
+            partial.mutable_data_ptr<float>());
       });
     });
   }

@@ -135,23 +135,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::T
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_forward_cuda", [&] {
     const int chunks = vector_chunks(r, sizeof(scalar_t), {h.const_data_ptr(), a.const_data_ptr()}, kMaxChunks);
-    dispatch_activation_norm(act, nrm, [&](auto act_tag, auto norm_tag) {
+    dispatch_kernel<kMaxChunks>(act, nrm, chunks, [&](auto act_tag, auto norm_tag, auto chunks_tag) {
       constexpr Activation kAct = decltype(act_tag)::value;
       constexpr Norm kNorm = decltype(norm_tag)::value;
-      const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
-      if (chunks > 0) {
-        dispatch_chunks<kMaxChunks>(chunks, [&](auto chunks_tag) {
-          forward_vec_kernel<scalar_t, decltype(chunks_tag)::value, kAct, kNorm>
-              <<<grid, kForwardWarps * kWarpSize, 0, stream>>>(
-                  h.const_data_ptr<scalar_t>(), w.const_data_ptr<float>(), bias_ptr, rows, r, static_cast<float>(eps),
-                  a.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<float>(), rstd.mutable_data_ptr<float>());
-        });
-      } else {
-        forward_kernel<scalar_t, kAct, kNorm><<<grid, kForwardWarps * kWarpSize, 0, stream>>>(
-            h.const_data_ptr<scalar_t>(), w.const_data_ptr<float>(), bias_ptr, rows, r, static_cast<float>(eps),
-            a.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<float>(), rstd.mutable_data_ptr<float>());
-      }
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      constexpr int kChunks = decltype(chunks_tag)::value;
+      // Both kernels take the same arguments.
+      const auto kernel = [] {
+        if constexpr (kChunks > 0) {
+          return forward_vec_kernel<scalar_t, kChunks, kAct, kNorm>;
+        } else {
+          return forward_kernel<scalar_t, kAct, kNorm>;
+        }
+      }();
+      kernel<<<grid, kForwardWarps * kWarpSize, 0, stream>>>(
+          h.const_data_ptr<scalar_t>(), w.const_data_ptr<float>(), b.defined() ? b.const_data_ptr<float>() : nullptr,
+          rows, r, static_cast<float>(eps), a.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<float>(),
+          rstd.mutable_data_ptr<float>());
     });
   });
   return {a, mean, rstd};
