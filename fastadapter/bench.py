@@ -96,7 +96,7 @@ def _require_checkpoint(checkpoint: str) -> None:
                                 "expected; nothing is downloaded)")
 
 
-def with_checkpoint_image_size(preset: Preset, checkpoint: str, requested: int | None) -> Preset:
+def preset_for_checkpoint(preset: Preset, checkpoint: str, requested: int | None) -> Preset:
     """The preset at the image size the checkpoint's vision encoder takes (its position embeddings fix it);
     a different size asked for explicitly is refused, and so is a checkpoint of another BLIP head, whose
     missing captioning decoder from_pretrained would silently fill with random weights."""
@@ -365,7 +365,7 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
 
     preset = Preset(**{**asdict(PRESETS[preset_name]), **{k: v for k, v in overrides.items() if v is not None}})
     if checkpoint:
-        preset = with_checkpoint_image_size(preset, checkpoint, overrides.get("image_size"))
+        preset = preset_for_checkpoint(preset, checkpoint, overrides.get("image_size"))
     if preset.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("fastadapter bench: preset 'gpu' needs a CUDA device, and none is visible")
     modes = modes or list(MODES)
