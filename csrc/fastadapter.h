@@ -31,23 +31,25 @@ void check_adapter_inputs(const at::Tensor& x, const at::Tensor& w_down, const s
                           const at::Tensor& w_up, const std::optional<at::Tensor>& b_up, c10::string_view activation,
                           c10::string_view norm, double eps);
 
-// Checks shared by every device: h is (rows, r) contiguous, the norm parameters are (r,).
+// Checks shared by every device: h is (rows, r) contiguous, the norm parameters are (r,) in h's dtype (as the
+// adapter op's are: the CUDA kernels read them as stored).
 inline void check_norm_act_inputs(const at::Tensor& h, const at::Tensor& weight,
                                   const c10::optional<at::Tensor>& bias) {
   TORCH_CHECK_VALUE(h.dim() == 2 && h.is_contiguous(), "fastadapter: h must be a contiguous 2-D tensor, got ",
                     h.sizes());
   TORCH_CHECK_TYPE(h.is_floating_point(), "fastadapter: h must be floating point, got ", h.scalar_type());
   const auto r = h.size(1);
-  TORCH_CHECK_VALUE(weight.dim() == 1 && weight.size(0) == r, "fastadapter: norm weight must have shape (", r,
-                    ",), got ", weight.sizes());
-  TORCH_CHECK_VALUE(weight.device() == h.device(), "fastadapter: norm weight is on ", weight.device(),
-                    " but h is on ", h.device());
-  if (bias.has_value()) {
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == r, "fastadapter: norm bias must have shape (", r,
-                      ",), got ", bias->sizes());
-    TORCH_CHECK_VALUE(bias->device() == h.device(), "fastadapter: norm bias is on ", bias->device(),
-                      " but h is on ", h.device());
-  }
+  TORCH_CHECK_VALUE(r >= 1, "fastadapter: h must have at least one column (the norm is over its rows)");
+  const auto check_param = [&](const at::Tensor& p, const char* name) {
+    TORCH_CHECK_VALUE(p.dim() == 1 && p.size(0) == r, "fastadapter: norm ", name, " must have shape (", r, ",), got ",
+                      p.sizes());
+    TORCH_CHECK_VALUE(p.device() == h.device(), "fastadapter: norm ", name, " is on ", p.device(), " but h is on ",
+                      h.device());
+    TORCH_CHECK_TYPE(p.scalar_type() == h.scalar_type(), "fastadapter: norm ", name, " is ", p.scalar_type(),
+                     " but h is ", h.scalar_type(), "; they must match");
+  };
+  check_param(weight, "weight");
+  if (bias.has_value()) check_param(*bias, "bias");
 }
 
 // The norm parameters as contiguous float32 (bias undefined when absent): the kernels read them as float.

@@ -88,6 +88,11 @@ def test_native_kernels_check_names_too():
         torch.ops.fastadapter.norm_act_forward(h, torch.ones(8), None, "swish", "layernorm", 1e-5)
     with pytest.raises(ValueError, match=r"norm weight must have shape \(8,\)"):
         torch.ops.fastadapter.norm_act_forward(h, torch.ones(7), None, "gelu", "layernorm", 1e-5)
+    with pytest.raises(TypeError, match="norm bias is BFloat16 but h is Float; they must match"):
+        torch.ops.fastadapter.norm_act_forward(h, torch.ones(8), torch.ones(8, dtype=torch.bfloat16), "gelu",
+                                               "layernorm", 1e-5)
+    with pytest.raises(ValueError, match="h must have at least one column"):
+        torch.ops.fastadapter.norm_act_forward(h[:, :0], torch.ones(0), None, "gelu", "layernorm", 1e-5)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "eager"])

@@ -89,16 +89,17 @@ __device__ __forceinline__ void load_row(const T* row, int packs, int lane, floa
   }
 }
 
-template <int CHUNKS, int V>
-__device__ __forceinline__ void load_params(const float* w, const float* b, int packs, int lane, float (&wr)[CHUNKS][V],
+// The norm parameters of the lane's columns, read once per kernel (stored in h's dtype, held as float).
+template <typename T, int CHUNKS, int V>
+__device__ __forceinline__ void load_params(const T* w, const T* b, int packs, int lane, float (&wr)[CHUNKS][V],
                                             float (&br)[CHUNKS][V]) {
 #pragma unroll
   for (int c = 0; c < CHUNKS; ++c) {
     const int p = lane + c * kWarpSize;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      wr[c][k] = p < packs ? w[p * V + k] : 0.f;
-      br[c][k] = p < packs && b ? b[p * V + k] : 0.f;
+      wr[c][k] = p < packs ? static_cast<float>(w[p * V + k]) : 0.f;
+      br[c][k] = p < packs && b ? static_cast<float>(b[p * V + k]) : 0.f;
     }
   }
 }

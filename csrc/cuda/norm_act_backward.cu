@@ -1,7 +1,8 @@
 // CUDA backward of the adapter's fused middle: recomputes a, and gives grad_h and the norm parameters' grads,
 // one warp per row: a row-in-registers kernel with 16-byte loads where the row allows, else a general one.
 // Parameter grads are reduced per block in shared memory (one slice per warp, no atomics) and then across
-// blocks by at::sum, so they are deterministic.
+// blocks by a finishing kernel in a fixed order, so they are deterministic. The norm parameters and their grads
+// are in h's dtype (math in float32).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -26,7 +27,7 @@ constexpr int64_t kBackwardSharedPerR = 4;  // floats per bottleneck column per 
 template <typename T, Activation A, Norm N>
 __global__ void backward_kernel(const T* __restrict__ grad_a, const T* __restrict__ h,
                                 const float* __restrict__ mean, const float* __restrict__ rstd,
-                                const float* __restrict__ w, const float* __restrict__ b, int64_t rows, int r,
+                                const T* __restrict__ w, const T* __restrict__ b, int64_t rows, int r,
                                 T* __restrict__ a, T* __restrict__ grad_h, float* __restrict__ partial) {
   extern __shared__ float shared[];
   const int warps = blockDim.x / kWarpSize;
@@ -44,12 +45,13 @@ __global__ void backward_kernel(const T* __restrict__ grad_a, const T* __restric
     float sum_g = 0.f, sum_gx = 0.f;
     for (int j = lane; j < r; j += kWarpSize) {
       const float xhat = (static_cast<float>(hr[j]) - m) * rs;
-      const float z = xhat * w[j] + (b ? b[j] : 0.f);
+      const float wj = static_cast<float>(w[j]);
+      const float z = xhat * wj + (b ? static_cast<float>(b[j]) : 0.f);
       a[i * r + j] = static_cast<T>(Act<A>::value(z));
       const float gz = static_cast<float>(gr[j]) * Act<A>::grad(z);
       acc[j] += gz * xhat;
       acc[r + j] += gz;
-      const float gx = __fmul_rn(gz, w[j]);  // rounded once and never contracted: the row means are of these
+      const float gx = __fmul_rn(gz, wj);  // rounded once and never contracted: the row means are of these
       grad_xhat[j] = gx;  // each lane reads back only its own entries: no barrier needed
       sum_g += gx;
       sum_gx += gx * xhat;
@@ -76,7 +78,7 @@ __global__ void backward_kernel(const T* __restrict__ grad_a, const T* __restric
 template <typename T, int CHUNKS, Activation A, Norm N>
 __global__ void backward_vec_kernel(const T* __restrict__ grad_a, const T* __restrict__ h,
                                     const float* __restrict__ mean, const float* __restrict__ rstd,
-                                    const float* __restrict__ w, const float* __restrict__ b, int64_t rows, int r,
+                                    const T* __restrict__ w, const T* __restrict__ b, int64_t rows, int r,
                                     T* __restrict__ a, T* __restrict__ grad_h, float* __restrict__ partial) {
   constexpr int V = Pack<T>::kSize;
   extern __shared__ float shared[];
@@ -152,6 +154,20 @@ __global__ void backward_vec_kernel(const T* __restrict__ grad_a, const T* __res
   }
 }
 
+// Sums the blocks' partial rows (blocks, 3, r) column by column into the three grads, in h's dtype: one launch
+// instead of a sum and three casts. Summed in double in a fixed order, so deterministic and not less exact than
+// at::sum.
+template <typename T>
+__global__ void finish_sums_kernel(const float* __restrict__ partial, int blocks, int r, T* __restrict__ grad_weight,
+                                   T* __restrict__ grad_bias, T* __restrict__ grad_h_sum) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= 3 * r) return;
+  double s = 0.0;
+  for (int k = 0; k < blocks; ++k) s += partial[static_cast<int64_t>(k) * 3 * r + j];
+  T* const out = j < r ? grad_weight : j < 2 * r ? grad_bias : grad_h_sum;
+  out[j % r] = static_cast<T>(s);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cuda(
     const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
     const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
@@ -167,47 +183,50 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
   const c10::cuda::CUDAGuard guard(h.device());
   const at::Tensor g = grad_a.contiguous();
   const at::Tensor m = mean.contiguous(), s = rstd.contiguous();
-  const auto params = float_norm_params(weight, bias);  // not a structured binding: lambdas capture these
-  const at::Tensor& w = params.first;
-  const at::Tensor& b = params.second;
+  const at::Tensor w = weight.contiguous();
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   at::Tensor a = at::empty_like(h);
   at::Tensor grad_h = at::empty_like(h);
+  if (rows == 0) return {a, grad_h, at::zeros({r}, h.options()), at::zeros({r}, h.options()), at::zeros({r}, h.options())};
+  // Three tensors, not rows of one: the op's outputs must not alias.
+  at::Tensor grad_weight = at::empty({r}, h.options());
+  at::Tensor grad_bias = at::empty({r}, h.options());
+  at::Tensor grad_h_sum = at::empty({r}, h.options());
   const int chunks = vector_chunks(r, h.element_size(),
                                    {g.const_data_ptr(), h.const_data_ptr(), a.const_data_ptr(), grad_h.const_data_ptr()},
                                    kMaxBackwardChunks);
   const int64_t shared_per_r = chunks > 0 ? 3 : kBackwardSharedPerR;  // the vector kernel keeps grad_xhat in registers
   const int warps = static_cast<int>(std::clamp<int64_t>(kSharedFloats / (shared_per_r * r), 1, 8));
-  const int grid = rows == 0 ? 1 : grid_size(rows, warps, 4);
-  at::Tensor partial = at::zeros({grid, 3, r}, h.options().dtype(at::kFloat));
-  if (rows > 0) {
-    const size_t shared_bytes = static_cast<size_t>(warps * shared_per_r * r) * sizeof(float);
-    const auto stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_backward_cuda", [&] {
-      dispatch_kernel<kMaxBackwardChunks>(act, nrm, chunks, [&](auto act_tag, auto norm_tag, auto chunks_tag) {
-        constexpr Activation kAct = decltype(act_tag)::value;
-        constexpr Norm kNorm = decltype(norm_tag)::value;
-        constexpr int kChunks = decltype(chunks_tag)::value;
-        // Both kernels take the same arguments.
-        const auto kernel = [] {
-          if constexpr (kChunks > 0) {
-            return backward_vec_kernel<scalar_t, kChunks, kAct, kNorm>;
-          } else {
-            return backward_kernel<scalar_t, kAct, kNorm>;
-          }
-        }();
-        kernel<<<grid, warps * kWarpSize, shared_bytes, stream>>>(
-            g.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), m.const_data_ptr<float>(),
-            s.const_data_ptr<float>(), w.const_data_ptr<float>(), b.defined() ? b.const_data_ptr<float>() : nullptr,
-            rows, r, a.mutable_data_ptr<scalar_t>(), grad_h.mutable_data_ptr<scalar_t>(),
-            partial.mutable_data_ptr<float>());
-      });
+  const int grid = grid_size(rows, warps, 4);
+  // Every block writes its whole partial row, so no zeroing.
+  at::Tensor partial = at::empty({grid, 3, r}, h.options().dtype(at::kFloat));
+  const size_t shared_bytes = static_cast<size_t>(warps * shared_per_r * r) * sizeof(float);
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_backward_cuda", [&] {
+    dispatch_kernel<kMaxBackwardChunks>(act, nrm, chunks, [&](auto act_tag, auto norm_tag, auto chunks_tag) {
+      constexpr Activation kAct = decltype(act_tag)::value;
+      constexpr Norm kNorm = decltype(norm_tag)::value;
+      constexpr int kChunks = decltype(chunks_tag)::value;
+      // Both kernels take the same arguments.
+      const auto kernel = [] {
+        if constexpr (kChunks > 0) {
+          return backward_vec_kernel<scalar_t, kChunks, kAct, kNorm>;
+        } else {
+          return backward_kernel<scalar_t, kAct, kNorm>;
+        }
+      }();
+      kernel<<<grid, warps * kWarpSize, shared_bytes, stream>>>(
+          g.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), m.const_data_ptr<float>(),
+          s.const_data_ptr<float>(), w.const_data_ptr<scalar_t>(),
+          b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, rows, r, a.mutable_data_ptr<scalar_t>(),
+          grad_h.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<float>());
     });
-  }
-  const at::Tensor sums = partial.sum(0);
-  // Outputs must not alias, so each grad is its own copy of its row of the sums.
-  at::Tensor grad_weight = sums[0].to(weight.scalar_type(), false, true);
-  at::Tensor grad_bias = sums[1].to(weight.scalar_type(), false, true);
-  at::Tensor grad_h_sum = sums[2].to(h.scalar_type(), false, true);
+    constexpr int kFinishThreads = 256;
+    finish_sums_kernel<scalar_t><<<(3 * r + kFinishThreads - 1) / kFinishThreads, kFinishThreads, 0, stream>>>(
+        partial.const_data_ptr<float>(), grid, r, grad_weight.mutable_data_ptr<scalar_t>(),
+        grad_bias.mutable_data_ptr<scalar_t>(), grad_h_sum.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
   return {a, grad_h, grad_weight, grad_bias, grad_h_sum};
 }
 

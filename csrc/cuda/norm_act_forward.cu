@@ -32,7 +32,7 @@ __device__ void row_statistics(const T* h, int r, float eps, int lane, float& me
 }
 
 template <typename T, Activation A, Norm N>
-__global__ void forward_kernel(const T* __restrict__ h, const float* __restrict__ w, const float* __restrict__ b,
+__global__ void forward_kernel(const T* __restrict__ h, const T* __restrict__ w, const T* __restrict__ b,
                                int64_t rows, int r, float eps, T* __restrict__ a, float* __restrict__ mean,
                                float* __restrict__ rstd) {
   const int lane = threadIdx.x % kWarpSize;
@@ -43,7 +43,8 @@ __global__ void forward_kernel(const T* __restrict__ h, const float* __restrict_
     float m, rs;
     row_statistics<T, N>(hr, r, eps, lane, m, rs);
     for (int j = lane; j < r; j += kWarpSize) {
-      const float z = (static_cast<float>(hr[j]) - m) * rs * w[j] + (b ? b[j] : 0.f);
+      const float z = (static_cast<float>(hr[j]) - m) * rs * static_cast<float>(w[j]) +
+                      (b ? static_cast<float>(b[j]) : 0.f);
       a[i * r + j] = static_cast<T>(Act<A>::value(z));
     }
     if (lane == 0) {
@@ -82,7 +83,7 @@ __device__ __forceinline__ void row_statistics_vec(const float (&x)[CHUNKS][V], 
 }
 
 template <typename T, int CHUNKS, Activation A, Norm N>
-__global__ void forward_vec_kernel(const T* __restrict__ h, const float* __restrict__ w, const float* __restrict__ b,
+__global__ void forward_vec_kernel(const T* __restrict__ h, const T* __restrict__ w, const T* __restrict__ b,
                                    int64_t rows, int r, float eps, T* __restrict__ a, float* __restrict__ mean,
                                    float* __restrict__ rstd) {
   constexpr int V = Pack<T>::kSize;
@@ -122,9 +123,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::T
   const Activation act = parse_activation(std::string(activation));
   const Norm nrm = parse_norm(std::string(norm));
   const c10::cuda::CUDAGuard guard(h.device());
-  const auto params = float_norm_params(weight, bias);  // not a structured binding: lambdas capture these
-  const at::Tensor& w = params.first;
-  const at::Tensor& b = params.second;
+  const at::Tensor w = weight.contiguous();
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   const int64_t rows = h.size(0);
   const int r = static_cast<int>(h.size(1));
   at::Tensor a = at::empty_like(h);
@@ -148,7 +148,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::T
         }
       }();
       kernel<<<grid, kForwardWarps * kWarpSize, 0, stream>>>(
-          h.const_data_ptr<scalar_t>(), w.const_data_ptr<float>(), b.defined() ? b.const_data_ptr<float>() : nullptr,
+          h.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+          b.defined() ? b.const_data_ptr<scalar_t>() : nullptr,
           rows, r, static_cast<float>(eps), a.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<float>(),
           rstd.mutable_data_ptr<float>());
     });
