@@ -142,3 +142,29 @@ def test_post_init_covers_the_skipped_default_init(monkeypatch):
     assert all(torch.isfinite(p).all() for p in model.parameters())
     monkeypatch.setattr(bench, "_SKIPPED_INIT_FILL", None)
     assert torch.nn.Linear(2, 2).weight.abs().sum() > 0  # torch's own init is back after construction
+
+
+def test_op_profile_script_runs_and_reads_its_figures():
+    """benchmarks/op_profile.py (a GPU diagnostic, run by benchmarks/gpu/run.sh) at a tiny size on CPU, and its
+    table's verdict on synthetic GPU figures: a call is host-bound when issuing it takes longer than its kernels."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "op_profile.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--tokens", "9", "--bottlenecks", "4",
+                           "--calls", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| 9 | 4 | forward | eager |" in done.stdout and "| 9 | 4 | forward_backward | cpu |" in done.stdout
+
+    sys.path.insert(0, str(script.parent))
+    try:
+        import op_profile
+    finally:
+        sys.path.remove(str(script.parent))
+    rows = [{"tokens": 8, "r": 4, "phase": "forward", "impl": impl, "launches": 5, "device_us": device, "host_us": host,
+             "wall_us": max(host, device), "top": [("gemm", device)]} for impl, host, device in
+            (("eager", 30.0, 80.0), ("cuda", 90.0, 40.0))]
+    text = op_profile.table(rows, "cuda")
+    assert "| 8 | 4 | forward | eager | 5 | 80.0 | 30.0 | 80.0 | device |" in text
+    assert "| 8 | 4 | forward | cuda | 5 | 40.0 | 90.0 | 90.0 | host |" in text
