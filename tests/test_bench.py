@@ -84,25 +84,36 @@ def test_paired_eager_against_fused():
 
 
 def test_paired_run_alternates_which_side_goes_first(monkeypatch):
-    """Pairs run b,c then c,b by turns; the quartiles are of each pair's own c/b."""
+    """Pairs run b,c then c,b by turns; the spread is of each pair's own c/b, by wall and by CPU time."""
     import fastadapter
     from fastadapter import measure
 
     order = []
     seconds = {"b": iter([1.0, 2.0, 4.0, 8.0, 1.0]), "c": iter([9.0, 1.0, 1.5, 2.0, 2.5])}  # first pair: warm-up
+    cpu_seconds = {"b": iter([1.0] * 5), "c": iter([3.0, 0.5, 1.0, 0.5, 1.0])}  # the process's CPU time per step
+    clock = {"cpu": 0.0}
 
     def fake_step(model, batch, optimizer, device="cpu"):
         backend = next(iter(fastadapter.adapters(model).values())).config.backend
         order.append("b" if backend == "reference" else "c")
+        clock["cpu"] += next(cpu_seconds[order[-1]])
         return next(seconds[order[-1]]), torch.zeros(())
 
     monkeypatch.setattr(measure, "timed_train_step", fake_step)
+    monkeypatch.setattr(bench.time, "process_time", lambda: clock["cpu"])
     preset = bench.Preset("cpu", "float32", batch=1, image_size=32, steps=4, warmup=1, bottleneck=8)
     paired = bench.paired_eager_fused(preset)
     assert order == ["b", "c", "c", "b", "b", "c", "c", "b", "b", "c"]
     assert paired["steps_each"] == 4
     assert paired["b_step_s"] == 3.0 and paired["c_step_s"] == 1.75
-    assert paired["pair_c/b_quartiles"] == pytest.approx(statistics.quantiles([0.5, 0.375, 0.25, 2.5], n=4))
+    ratios = [0.5, 0.375, 0.25, 2.5]
+    wall = paired["pairs_wall_time"]
+    assert wall["quartiles"] == pytest.approx(statistics.quantiles(ratios, n=4))
+    assert wall["c_faster"] == 3 and wall["pairs"] == 4
+    assert min(ratios) <= wall["median_ci95"][0] <= statistics.median(ratios) <= wall["median_ci95"][1] <= max(ratios)
+    cpu = paired["pairs_process_cpu_time"]
+    assert cpu["quartiles"] == pytest.approx(statistics.quantiles([0.5, 1.0, 0.5, 1.0], n=4))
+    assert cpu["c_faster"] == 2
 
 
 def test_a_failing_mode_keeps_the_others(tmp_path, monkeypatch, capsys):
