@@ -2,8 +2,8 @@
 
 Same contract as csrc/ (fastadapter::norm_act_forward / norm_act_backward): h is (rows, r) contiguous,
 math in float32 (every load is upcast at once), statistics in float32. A program owns a block of rows
-and all r columns; parameter grads are reduced per program, then across programs by torch.sum, so they
-are deterministic.
+and all r columns; parameter grads are reduced per program, then across programs by a finishing kernel in a
+fixed order, so they are deterministic.
 """
 
 from __future__ import annotations
@@ -120,9 +120,28 @@ def _backward_kernel(GA, H, MEAN, RSTD, W, B, A, GH, PARTIAL, rows, r, rows_per_
     tl.store(out + 2 * r, acc_h, mask=mask_r)
 
 
+@triton.jit
+def _finish_sums_kernel(PARTIAL, GRAD_W, GRAD_B, GRAD_H_SUM, programs, r, BLOCK: tl.constexpr):
+    """Column sums of the programs' partial rows (programs, 3, r) into the three grads, in their dtypes: one
+    launch instead of a sum and three casts. Summed in float64, in program order: deterministic."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < 3 * r
+    acc = tl.zeros((BLOCK,), dtype=tl.float64)
+    for k in range(programs):
+        acc += tl.load(PARTIAL + k * 3 * r + offs, mask=mask, other=0.0).to(tl.float64)
+    which, col = offs // r, offs % r
+    tl.store(GRAD_W + col, acc.to(GRAD_W.dtype.element_ty), mask=mask & (which == 0))
+    tl.store(GRAD_B + col, acc.to(GRAD_B.dtype.element_ty), mask=mask & (which == 1))
+    tl.store(GRAD_H_SUM + col, acc.to(GRAD_H_SUM.dtype.element_ty), mask=mask & (which == 2))
+
+
 def _blocks(r: int) -> tuple[int, int]:
     block_r = triton.next_power_of_2(r)
     return max(1, min(64, 4096 // block_r)), block_r
+
+
+def _contiguous_params(weight, bias):
+    return weight.contiguous(), None if bias is None else bias.contiguous()
 
 
 def _check(h, weight, bias):
@@ -136,6 +155,7 @@ def _check(h, weight, bias):
 
 def norm_act_forward(h, weight, bias, activation: str, norm: str, eps: float):
     _check(h, weight, bias)
+    weight, bias = _contiguous_params(weight, bias)  # the kernels index them densely
     rows, r = h.shape
     a = torch.empty_like(h)
     mean = torch.empty(rows, device=h.device, dtype=torch.float32)
@@ -150,6 +170,7 @@ def norm_act_forward(h, weight, bias, activation: str, norm: str, eps: float):
 
 def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm: str):
     _check(h, weight, bias)
+    weight, bias = _contiguous_params(weight, bias)  # the kernels index them densely
     rows, r = h.shape
     grad_a = grad_a.contiguous()
     a, grad_h = torch.empty_like(h), torch.empty_like(h)
@@ -160,15 +181,20 @@ def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm
     blocks = triton.cdiv(rows, block_m)
     programs = max(1, min(blocks, 4 * _processor_count(h.device)))
     rows_per_program = triton.cdiv(blocks, programs) * block_m
-    partial = torch.zeros(programs, 3, r, device=h.device, dtype=torch.float32)
-    if rows:
-        _backward_kernel[(programs,)](
-            grad_a, h, mean.contiguous(), rstd.contiguous(), weight, bias if bias is not None else weight, a, grad_h,
-            partial, rows, r, rows_per_program, HAS_BIAS=bias is not None, ACT=ACTIVATION_IDS[activation],
-            LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r, enable_fp_fusion=False)
-    sums = partial.sum(0)  # outputs must not alias: each grad is a copy
-    return (a, grad_h, sums[0].to(weight.dtype, copy=True), sums[1].to(weight.dtype, copy=True),
-            sums[2].to(h.dtype, copy=True))
+    # Three tensors, not rows of one: the op's outputs must not alias.
+    grad_weight, grad_bias = torch.empty_like(weight), torch.empty_like(weight)
+    grad_h_sum = torch.empty(r, device=h.device, dtype=h.dtype)
+    if not rows:
+        return a, grad_h, grad_weight.zero_(), grad_bias.zero_(), grad_h_sum.zero_()
+    partial = torch.empty(programs, 3, r, device=h.device, dtype=torch.float32)  # every program writes its row
+    _backward_kernel[(programs,)](
+        grad_a, h, mean.contiguous(), rstd.contiguous(), weight, bias if bias is not None else weight, a, grad_h,
+        partial, rows, r, rows_per_program, HAS_BIAS=bias is not None, ACT=ACTIVATION_IDS[activation],
+        LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r, enable_fp_fusion=False)
+    finish_block = min(1024, triton.next_power_of_2(3 * r))
+    _finish_sums_kernel[(triton.cdiv(3 * r, finish_block),)](partial, grad_weight, grad_bias, grad_h_sum, programs, r,
+                                                            BLOCK=finish_block)
+    return a, grad_h, grad_weight, grad_bias, grad_h_sum
 
 
 def _processor_count(device: torch.device) -> int:

@@ -88,3 +88,22 @@ def packed_rows(enabled):
         os.environ.pop("FASTADAPTER_CUDA_PACKED_ROWS", None)
         if before is not None:
             os.environ["FASTADAPTER_CUDA_PACKED_ROWS"] = before
+
+
+def check_strided_parameters(backend, device="cpu"):
+    """Every parameter a strided view (e.g. a slice of a larger weight): values and grads as with dense ones."""
+    dense = cast(make_inputs(7, 32, 8), torch.float32, device=device)
+    strided = []
+    for t in dense[1:]:
+        wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], device=device)
+        wide[..., ::2] = t.detach()
+        strided.append(wide[..., ::2].requires_grad_())
+    assert not any(t.is_contiguous() for t in strided)
+    grad = torch.randn(7, 32, device=device)
+    got = fastadapter.adapter(dense[0], *strided, backend=backend)
+    expected = reference.adapter(*dense)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    got_grads = torch.autograd.grad(got, strided, grad)
+    expected_grads = torch.autograd.grad(expected, dense[1:], grad)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)

@@ -9,8 +9,8 @@ import torch
 
 import fastadapter
 from fastadapter import _C, reference
-from helpers import (assert_matches_reference, cast, check_against_reference, cpu_backends, make_inputs,
-                     packed_rows)
+from helpers import (assert_matches_reference, cast, check_against_reference, check_strided_parameters, cpu_backends,
+                     make_inputs, packed_rows)
 
 BACKENDS = cpu_backends()
 SIZES = [(1, 64, 48), (7, 64, 1), (7, 768, 300), (1000, 64, 256), (1000, 768, 48), (7, 64, 256), (1000, 768, 256)]
@@ -61,6 +61,11 @@ def test_empty_one_dimensional_and_non_contiguous(backend):
     assert not strided.is_contiguous()
     torch.testing.assert_close(fastadapter.adapter(strided, *params, backend=backend),
                                reference.adapter(strided, *params), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_strided_parameters(backend):
+    check_strided_parameters(backend)
 
 
 def test_default_init_is_identity():

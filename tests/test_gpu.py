@@ -6,7 +6,7 @@ import torch
 
 import fastadapter
 from fastadapter import reference
-from helpers import cast, check_against_reference, make_inputs, packed_rows
+from helpers import cast, check_against_reference, check_strided_parameters, make_inputs, packed_rows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU case: no CUDA device here")
 GPU_BACKENDS = ("cuda", "triton", "eager")
@@ -36,6 +36,11 @@ def test_activations_norms_recompute(backend, activation, norm):
     check(backend, make_inputs(33, 96, 40, lead=(3,)), torch.float32, activation, norm)
     check(backend, make_inputs(9, 64, 20, biases=False), torch.float32, activation, norm, recompute=True)
     check(backend, make_inputs(300, 96, 128), torch.bfloat16, activation, norm)  # 16 packs: the packed kernels
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_strided_parameters_on_gpu(backend):
+    check_strided_parameters(backend, device="cuda")
 
 
 @pytest.mark.parametrize("packed", [False, True])
