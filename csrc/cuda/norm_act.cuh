@@ -76,17 +76,24 @@ constexpr int kMaxChunks = 4;  // packs per lane: r up to 4 * 32 * 8 = 1024 in 1
 // (nvcc -Xptxas -v, sm_90); with 2, ~166.
 constexpr int kMaxBackwardChunks = 2;
 
-template <typename T, int CHUNKS>
-__device__ __forceinline__ void load_row(const T* row, int packs, int lane, float (&x)[CHUNKS][Pack<T>::kSize]) {
+// Calls f(c, p) for the lane's packs: chunk c = 0 .. CHUNKS-1 holds pack p = lane + 32c, where p < packs.
+// Unrolled, so c is a constant and the per-chunk arrays stay in registers.
+template <int CHUNKS, typename F>
+__device__ __forceinline__ void for_each_pack(int packs, int lane, F&& f) {
 #pragma unroll
   for (int c = 0; c < CHUNKS; ++c) {
     const int p = lane + c * kWarpSize;
-    if (p < packs) {
-      const Pack<T> pack = reinterpret_cast<const Pack<T>*>(row)[p];
-#pragma unroll
-      for (int k = 0; k < Pack<T>::kSize; ++k) x[c][k] = static_cast<float>(pack.v[k]);
-    }
+    if (p < packs) f(c, p);
   }
+}
+
+template <typename T, int CHUNKS>
+__device__ __forceinline__ void load_row(const T* row, int packs, int lane, float (&x)[CHUNKS][Pack<T>::kSize]) {
+  for_each_pack<CHUNKS>(packs, lane, [&](int c, int p) {
+    const Pack<T> pack = reinterpret_cast<const Pack<T>*>(row)[p];
+#pragma unroll
+    for (int k = 0; k < Pack<T>::kSize; ++k) x[c][k] = static_cast<float>(pack.v[k]);
+  });
 }
 
 // The norm parameters of the lane's columns, read once per kernel (stored in h's dtype, held as float).

@@ -96,56 +96,44 @@ __global__ void backward_vec_kernel(const T* __restrict__ grad_a, const T* __res
     load_row(grad_a + i * r, packs, lane, gx);
     const float m = mean[i], rs = rstd[i];
     float sum_g = 0.f, sum_gx = 0.f;
-#pragma unroll
-    for (int c = 0; c < CHUNKS; ++c) {
-      const int p = lane + c * kWarpSize;
-      if (p < packs) {
-        Pack<T> out;
-#pragma unroll
-        for (int k = 0; k < V; ++k) {
-          xhat[c][k] = (xhat[c][k] - m) * rs;
-          const float z = xhat[c][k] * wr[c][k] + br[c][k];
-          out.v[k] = static_cast<T>(Act<A>::value(z));
-          const float gz = gx[c][k] * Act<A>::grad(z);
-          acc_w[c][k] += gz * xhat[c][k];
-          acc_b[c][k] += gz;
-          gx[c][k] = __fmul_rn(gz, wr[c][k]);  // rounded once, never contracted: the mean below is of these
-          sum_g += gx[c][k];
-          sum_gx += gx[c][k] * xhat[c][k];
-        }
-        reinterpret_cast<Pack<T>*>(a + i * r)[p] = out;
-      }
-    }
-    const float mean_g = N == Norm::LayerNorm ? warp_sum(sum_g) / r : 0.f;
-    const float mean_gx = warp_sum(sum_gx) / r;
-#pragma unroll
-    for (int c = 0; c < CHUNKS; ++c) {
-      const int p = lane + c * kWarpSize;
-      if (p < packs) {
-        Pack<T> out;
-#pragma unroll
-        for (int k = 0; k < V; ++k) {
-          const float g = rs * (gx[c][k] - mean_g - xhat[c][k] * mean_gx);
-          out.v[k] = static_cast<T>(g);
-          acc_h[c][k] += g;
-        }
-        reinterpret_cast<Pack<T>*>(grad_h + i * r)[p] = out;
-      }
-    }
-  }
-  float* slice = shared + static_cast<int64_t>(warp) * 3 * r;
-#pragma unroll
-  for (int c = 0; c < CHUNKS; ++c) {
-    const int p = lane + c * kWarpSize;
-    if (p < packs) {
+    for_each_pack<CHUNKS>(packs, lane, [&](int c, int p) {
+      Pack<T> out;
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        slice[p * V + k] = acc_w[c][k];
-        slice[r + p * V + k] = acc_b[c][k];
-        slice[2 * r + p * V + k] = acc_h[c][k];
+        xhat[c][k] = (xhat[c][k] - m) * rs;
+        const float z = xhat[c][k] * wr[c][k] + br[c][k];
+        out.v[k] = static_cast<T>(Act<A>::value(z));
+        const float gz = gx[c][k] * Act<A>::grad(z);
+        acc_w[c][k] += gz * xhat[c][k];
+        acc_b[c][k] += gz;
+        gx[c][k] = __fmul_rn(gz, wr[c][k]);  // rounded once, never contracted: the mean below is of these
+        sum_g += gx[c][k];
+        sum_gx += gx[c][k] * xhat[c][k];
       }
-    }
+      reinterpret_cast<Pack<T>*>(a + i * r)[p] = out;
+    });
+    const float mean_g = N == Norm::LayerNorm ? warp_sum(sum_g) / r : 0.f;
+    const float mean_gx = warp_sum(sum_gx) / r;
+    for_each_pack<CHUNKS>(packs, lane, [&](int c, int p) {
+      Pack<T> out;
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const float g = rs * (gx[c][k] - mean_g - xhat[c][k] * mean_gx);
+        out.v[k] = static_cast<T>(g);
+        acc_h[c][k] += g;
+      }
+      reinterpret_cast<Pack<T>*>(grad_h + i * r)[p] = out;
+    });
   }
+  float* slice = shared + static_cast<int64_t>(warp) * 3 * r;
+  for_each_pack<CHUNKS>(packs, lane, [&](int c, int p) {
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      slice[p * V + k] = acc_w[c][k];
+      slice[r + p * V + k] = acc_b[c][k];
+      slice[2 * r + p * V + k] = acc_h[c][k];
+    }
+  });
   __syncthreads();
   for (int j = threadIdx.x; j < 3 * r; j += blockDim.x) {
     float s = 0.f;

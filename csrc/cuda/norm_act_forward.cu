@@ -61,23 +61,17 @@ __device__ __forceinline__ void row_statistics_vec(const float (&x)[CHUNKS][V], 
   float m = 0.f;
   if constexpr (N == Norm::LayerNorm) {
     float s = 0.f;
+    for_each_pack<CHUNKS>(packs, lane, [&](int c, int) {
 #pragma unroll
-    for (int c = 0; c < CHUNKS; ++c) {
-      if (lane + c * kWarpSize < packs) {
-#pragma unroll
-        for (int k = 0; k < V; ++k) s += x[c][k];
-      }
-    }
+      for (int k = 0; k < V; ++k) s += x[c][k];
+    });
     m = warp_sum(s) / r;
   }
   float q = 0.f;
+  for_each_pack<CHUNKS>(packs, lane, [&](int c, int) {
 #pragma unroll
-  for (int c = 0; c < CHUNKS; ++c) {
-    if (lane + c * kWarpSize < packs) {
-#pragma unroll
-      for (int k = 0; k < V; ++k) q += (x[c][k] - m) * (x[c][k] - m);
-    }
-  }
+    for (int k = 0; k < V; ++k) q += (x[c][k] - m) * (x[c][k] - m);
+  });
   mean = m;
   rstd = rsqrtf(warp_sum(q) / r + eps);
 }
@@ -98,16 +92,12 @@ __global__ void forward_vec_kernel(const T* __restrict__ h, const T* __restrict_
     load_row(h + i * r, packs, lane, x);
     float m, rs;
     row_statistics_vec<CHUNKS, V, N>(x, packs, r, eps, lane, m, rs);
+    for_each_pack<CHUNKS>(packs, lane, [&](int c, int p) {
+      Pack<T> out;
 #pragma unroll
-    for (int c = 0; c < CHUNKS; ++c) {
-      const int p = lane + c * kWarpSize;
-      if (p < packs) {
-        Pack<T> out;
-#pragma unroll
-        for (int k = 0; k < V; ++k) out.v[k] = static_cast<T>(Act<A>::value((x[c][k] - m) * rs * wr[c][k] + br[c][k]));
-        reinterpret_cast<Pack<T>*>(a + i * r)[p] = out;
-      }
-    }
+      for (int k = 0; k < V; ++k) out.v[k] = static_cast<T>(Act<A>::value((x[c][k] - m) * rs * wr[c][k] + br[c][k]));
+      reinterpret_cast<Pack<T>*>(a + i * r)[p] = out;
+    });
     if (lane == 0) {
       mean[i] = m;
       rstd[i] = rs;
