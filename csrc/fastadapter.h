@@ -52,12 +52,6 @@ inline void check_norm_act_inputs(const at::Tensor& h, const at::Tensor& weight,
   if (bias.has_value()) check_param(*bias, "bias");
 }
 
-// The norm parameters as contiguous float32 (bias undefined when absent): the kernels read them as float.
-inline std::pair<at::Tensor, at::Tensor> float_norm_params(const at::Tensor& weight,
-                                                           const c10::optional<at::Tensor>& bias) {
-  return {weight.to(at::kFloat).contiguous(), bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor()};
-}
-
 inline void check_norm_act_backward_inputs(const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean,
                                            const at::Tensor& rstd, const at::Tensor& weight,
                                            const c10::optional<at::Tensor>& bias) {

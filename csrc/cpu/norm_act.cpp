@@ -336,6 +336,11 @@ void check_residual_rows(const ResidualRows& rows, int64_t h_rows) {
               "fastadapter: the residual bias must have shape (", src.size(1), ",)");
 }
 
+// The norm parameters as contiguous float32 (bias undefined when absent): the CPU kernels read them as float.
+std::pair<at::Tensor, at::Tensor> float_norm_params(const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  return {weight.to(at::kFloat).contiguous(), bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor()};
+}
+
 }  // namespace
 
 void norm_act_forward_cpu_into(const at::Tensor& h, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
