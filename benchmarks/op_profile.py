@@ -15,7 +15,7 @@ The top kernels by device time are listed for each implementation.
 
 import argparse
 import collections
-import os
+import itertools
 import statistics
 import time
 
@@ -24,14 +24,14 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import fastadapter
+from fastadapter.backends import cuda_packed_rows
 
 WIDTH = 768
 IMPLEMENTATIONS = {"cuda": ("eager", "cuda", "cuda_packed", "triton"), "cpu": ("eager", "cpu")}
-PACKED_ENV = "FASTADAPTER_CUDA_PACKED_ROWS"
 
 
 def make_call(impl, tokens, r, device, phase):
-    """The timed call and the environment it needs (cuda_packed: the packed-rows switch)."""
+    """The timed call (run it inside cuda_packed_rows for cuda_packed)."""
     backend = {"eager": "reference", "cuda_packed": "cuda"}.get(impl, impl)
     if backend != "reference":
         info = fastadapter.backends()[backend]
@@ -96,22 +96,12 @@ def measure_call(call, device, calls=20, rounds=7) -> dict:
 
 def run(device, tokens_list, bottlenecks, impls, phases=("forward", "forward_backward"), calls=20, rounds=7):
     results = []
-    for tokens in tokens_list:
-        for r in bottlenecks:
-            for phase in phases:
-                for impl in impls:
-                    saved = os.environ.pop(PACKED_ENV, None)
-                    if impl == "cuda_packed":
-                        os.environ[PACKED_ENV] = "1"
-                    try:
-                        call = make_call(impl, tokens, r, device, phase)
-                        if call is not None:
-                            results.append({"tokens": tokens, "r": r, "phase": phase, "impl": impl,
-                                            **measure_call(call, device, calls, rounds)})
-                    finally:
-                        os.environ.pop(PACKED_ENV, None)
-                        if saved is not None:
-                            os.environ[PACKED_ENV] = saved
+    for tokens, r, phase, impl in itertools.product(tokens_list, bottlenecks, phases, impls):
+        with cuda_packed_rows(impl == "cuda_packed"):
+            call = make_call(impl, tokens, r, device, phase)
+            if call is not None:
+                results.append({"tokens": tokens, "r": r, "phase": phase, "impl": impl,
+                                **measure_call(call, device, calls, rounds)})
     return results
 
 

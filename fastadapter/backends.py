@@ -10,6 +10,7 @@ Availability is probed once, at import, so that torch.compile sees plain Python 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch
 from . import _C
 
 BACKENDS = ("cpu", "cuda", "triton", "eager")
+CUDA_PACKED_ROWS_ENV = "FASTADAPTER_CUDA_PACKED_ROWS"
 AUTO_ORDER = {"cpu": ("cpu", "eager"), "cuda": ("cuda", "triton", "eager")}
 
 
@@ -93,3 +95,19 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise BackendUnavailableError(
             f"fastadapter backend {backend!r} does not run on {device.type} tensors (it runs on {', '.join(info.devices)})")
     return backend
+
+
+@contextlib.contextmanager
+def cuda_packed_rows(enabled: bool):
+    """The cuda backend's opt-in row-in-registers kernels (FASTADAPTER_CUDA_PACKED_ROWS=1) on or off inside
+    the block, then as before. The kernels read the switch on every call; it stays opt-in until a GPU run has
+    checked and timed them (benchmarks/gpu/run.sh)."""
+    before = os.environ.pop(CUDA_PACKED_ROWS_ENV, None)
+    if enabled:
+        os.environ[CUDA_PACKED_ROWS_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(CUDA_PACKED_ROWS_ENV, None)
+        if before is not None:
+            os.environ[CUDA_PACKED_ROWS_ENV] = before

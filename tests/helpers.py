@@ -1,6 +1,3 @@
-import contextlib
-import os
-
 import torch
 
 import fastadapter
@@ -74,20 +71,6 @@ def check_against_reference(backend, inputs64, dtype, activation="gelu", norm="l
     y = fastadapter.adapter(*leaves, activation=activation, norm=norm, backend=backend, recompute=recompute)
     assert y.dtype == dtype and y.device == leaves[0].device
     assert_matches_reference(y, leaves, inputs64, grad_y, dtype, activation, norm)
-
-
-@contextlib.contextmanager
-def packed_rows(enabled):
-    """FASTADAPTER_CUDA_PACKED_ROWS=1 (the CUDA row-in-registers kernels) inside the block, or unset."""
-    before = os.environ.pop("FASTADAPTER_CUDA_PACKED_ROWS", None)
-    if enabled:
-        os.environ["FASTADAPTER_CUDA_PACKED_ROWS"] = "1"
-    try:
-        yield
-    finally:
-        os.environ.pop("FASTADAPTER_CUDA_PACKED_ROWS", None)
-        if before is not None:
-            os.environ["FASTADAPTER_CUDA_PACKED_ROWS"] = before
 
 
 def check_strided_parameters(backend, device="cpu"):

@@ -9,8 +9,9 @@ import torch
 
 import fastadapter
 from fastadapter import _C, reference
+from fastadapter.backends import cuda_packed_rows
 from helpers import (assert_matches_reference, cast, check_against_reference, check_strided_parameters, cpu_backends,
-                     make_inputs, packed_rows)
+                     make_inputs)
 
 BACKENDS = cpu_backends()
 SIZES = [(1, 64, 48), (7, 64, 1), (7, 768, 300), (1000, 64, 256), (1000, 768, 48), (7, 64, 256), (1000, 768, 256)]
@@ -234,9 +235,9 @@ def test_cpu_cache_across_fork():
 @pytest.mark.skipif(not _C.built_with_cuda(), reason="the CUDA part is not built here")
 def test_cuda_packed_kernels_are_opt_in_and_taken_where_rows_split_into_packs():
     """The gate of the CUDA row-in-registers kernels (host code: runs wherever the CUDA part is built)."""
-    with packed_rows(False):
+    with cuda_packed_rows(False):
         assert _C.cuda_packed_rows_chunks(256, 2, backward=False) == 0
-    with packed_rows(True):
+    with cuda_packed_rows(True):
         assert [_C.cuda_packed_rows_chunks(r, 2, backward=False) for r in (8, 256, 512, 1024, 1032, 300)] == \
             [1, 1, 2, 4, 0, 0]
         assert [_C.cuda_packed_rows_chunks(r, 4, backward=True) for r in (20, 128, 256, 260)] == [1, 1, 2, 0]

@@ -6,7 +6,8 @@ import torch
 
 import fastadapter
 from fastadapter import reference
-from helpers import cast, check_against_reference, check_strided_parameters, make_inputs, packed_rows
+from fastadapter.backends import cuda_packed_rows
+from helpers import cast, check_against_reference, check_strided_parameters, make_inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU case: no CUDA device here")
 GPU_BACKENDS = ("cuda", "triton", "eager")
@@ -16,7 +17,7 @@ CHECKED = ("cuda", "cuda_packed", "triton", "eager")
 
 
 def check(backend, inputs64, dtype, activation="gelu", norm="layernorm", recompute=False):
-    with packed_rows(backend == "cuda_packed"):
+    with cuda_packed_rows(backend == "cuda_packed"):
         check_against_reference("cuda" if backend == "cuda_packed" else backend, inputs64, dtype, activation, norm,
                                 recompute, device="cuda")
 
@@ -47,7 +48,7 @@ def test_strided_parameters_on_gpu(backend):
 @pytest.mark.parametrize("forward_backend", GPU_BACKENDS)
 @pytest.mark.parametrize("backward_backend", GPU_BACKENDS)
 def test_gpu_backends_share_the_contract(forward_backend, backward_backend, packed):
-    with packed_rows(packed):
+    with cuda_packed_rows(packed):
         share_the_contract(forward_backend, backward_backend)
 
 
