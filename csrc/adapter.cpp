@@ -4,6 +4,7 @@
 // fastadapter::norm_act_*_py, registered from fastadapter/ops.py. On CPU the norm pass also walks the
 // residual's rows (y = x + b_up, grad_x = grad_y) and large tensors come from csrc/cpu/memory.cpp.
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -221,7 +222,33 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> adapter_forward_autograd(
   return {out[0], out[1], out[2], out[3]};
 }
 
+// Under torch.autocast the op follows F.linear's policy: every floating input in the autocast dtype, so the
+// float32 adapter parameters meet the bf16/fp16 activations of an autocast model. The casts are ordinary
+// differentiable ops (cached per parameter, as ATen's are), so the parameters' grads come back in float32.
+template <c10::DeviceType device>
+std::tuple<Tensor, Tensor, Tensor, Tensor> adapter_forward_autocast(
+    const Tensor& x, const Tensor& w_down, const OptTensor& b_down, const Tensor& norm_weight,
+    const OptTensor& norm_bias, const Tensor& w_up, const OptTensor& b_up, c10::string_view activation,
+    c10::string_view norm, double eps, bool recompute, c10::string_view backend) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastadapter::adapter_forward", "")
+                       .typed<decltype(adapter_forward_impl)>();
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(device));
+  const auto type = at::autocast::get_lower_precision_fp_from_device_type(device);
+  const auto cast = [type](const auto& t) { return at::autocast::cached_cast(type, t, device); };
+  return op.call(cast(x), cast(w_down), cast(b_down), cast(norm_weight), cast(norm_bias), cast(w_up), cast(b_up),
+                 activation, norm, eps, recompute, backend);
+}
+
 }  // namespace
+
+TORCH_LIBRARY_IMPL(fastadapter, AutocastCPU, m) {
+  m.impl("adapter_forward", &adapter_forward_autocast<c10::DeviceType::CPU>);
+}
+
+TORCH_LIBRARY_IMPL(fastadapter, AutocastCUDA, m) {
+  m.impl("adapter_forward", &adapter_forward_autocast<c10::DeviceType::CUDA>);
+}
 
 TORCH_LIBRARY_IMPL(fastadapter, CompositeExplicitAutograd, m) {
   m.impl("adapter_forward", &adapter_forward_impl);

@@ -85,7 +85,8 @@ def adapter(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation="g
 
     x: (..., D); w_down: (r, D); b_down, norm_weight, norm_bias: (r,); w_up: (D, r); b_up: (D,). Biases may
     be None. backend: "auto" | "cpu" | "cuda" | "triton" | "eager". recompute=True saves only x and the
-    norm statistics for backward and recomputes h = w_down @ x + b_down there.
+    norm statistics for backward and recomputes h = w_down @ x + b_down there. Under torch.autocast every
+    floating input is first cast to the autocast dtype, as for F.linear (csrc/adapter.cpp).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"fastadapter.adapter: x must be a torch.Tensor, got {type(x).__name__}")

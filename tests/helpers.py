@@ -90,3 +90,19 @@ def check_strided_parameters(backend, device="cpu"):
     expected_grads = torch.autograd.grad(expected, dense[1:], grad)
     for g, e in zip(got_grads, expected_grads):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def check_autocast(backend, dtype, x_dtype=torch.float32, device="cpu"):
+    """Under torch.autocast the op runs on its inputs cast to the autocast dtype, as F.linear does: bit for bit
+    the values of an explicit cast, and the float32 parameters get float32 grads through the casts."""
+    leaves = cast(make_inputs(19, 64, 24, lead=(2,)), torch.float32, device=device)
+    leaves[0] = leaves[0].detach().to(x_dtype).requires_grad_()
+    grad_y = torch.randn(2, 19, 64, device=device, dtype=dtype)
+    with torch.autocast(device, dtype=dtype):
+        y = fastadapter.adapter(*leaves, backend=backend)
+    explicit = fastadapter.adapter(*[t.to(dtype) for t in leaves], backend=backend)
+    assert y.dtype == dtype and torch.equal(y, explicit)
+    grads = torch.autograd.grad(y, leaves, grad_y)
+    expected = torch.autograd.grad(explicit, leaves, grad_y)
+    for name, leaf, got, want in zip(NAMES, leaves, grads, expected):
+        assert got.dtype == leaf.dtype and torch.equal(got, want), f"grad {name}"

@@ -10,8 +10,8 @@ import torch
 import fastadapter
 from fastadapter import _C, reference
 from fastadapter.backends import cuda_packed_rows
-from helpers import (assert_matches_reference, cast, check_against_reference, check_strided_parameters, cpu_backends,
-                     make_inputs)
+from helpers import (assert_matches_reference, cast, check_against_reference, check_autocast, check_strided_parameters,
+                     cpu_backends, make_inputs)
 
 BACKENDS = cpu_backends()
 SIZES = [(1, 64, 48), (7, 64, 1), (7, 768, 300), (1000, 64, 256), (1000, 768, 48), (7, 64, 256), (1000, 768, 256)]
@@ -67,6 +67,33 @@ def test_empty_one_dimensional_and_non_contiguous(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_strided_parameters(backend):
     check_strided_parameters(backend)
+
+
+# The Triton interpreter does not run bfloat16 or float16 on CPU: tests/test_gpu.py checks Triton under autocast.
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("x_dtype", ["float32", "autocast dtype"])
+def test_autocast(backend, dtype, x_dtype):
+    check_autocast(backend, dtype, torch.float32 if x_dtype == "float32" else dtype)
+
+
+def test_autocast_under_torch_compile():
+    torch._dynamo.reset()
+    module = fastadapter.Adapter(64, fastadapter.AdapterConfig(bottleneck=24, init="normal", backend="cpu"))
+
+    def step(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = module(x)
+        return y, (y.float() * torch.sin(x)).sum()
+
+    x = torch.randn(2, 9, 64, requires_grad=True)
+    (y, loss), (y_eager, loss_eager) = torch.compile(step, fullgraph=True, backend="aot_eager")(x), step(x)
+    assert y.dtype == y_eager.dtype == torch.bfloat16
+    torch.testing.assert_close(y, y_eager, rtol=0, atol=0)
+    params = [x, *module.parameters()]
+    for got, want in zip(torch.autograd.grad(loss, params), torch.autograd.grad(loss_eager, params)):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want)
 
 
 def test_default_init_is_identity():

@@ -7,7 +7,7 @@ import torch
 import fastadapter
 from fastadapter import reference
 from fastadapter.backends import cuda_packed_rows
-from helpers import cast, check_against_reference, check_strided_parameters, make_inputs
+from helpers import cast, check_against_reference, check_autocast, check_strided_parameters, make_inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU case: no CUDA device here")
 GPU_BACKENDS = ("cuda", "triton", "eager")
@@ -42,6 +42,13 @@ def test_activations_norms_recompute(backend, activation, norm):
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 def test_strided_parameters_on_gpu(backend):
     check_strided_parameters(backend, device="cuda")
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_on_gpu(backend, dtype):
+    check_autocast(backend, dtype, device="cuda")
+    check_autocast(backend, dtype, x_dtype=dtype, device="cuda")
 
 
 @pytest.mark.parametrize("packed", [False, True])
