@@ -193,6 +193,12 @@ class AdapterFunction : public torch::autograd::Function<AdapterFunction> {
                          .typed<decltype(adapter_backward_impl)>();
     const auto saved = ctx->get_saved_variables();
     const auto optional = [](const Tensor& t) { return t.defined() ? OptTensor(t) : OptTensor(); };
+    // Grad mode is on in a backward only under create_graph=True: the grads would have to be differentiable,
+    // and the backward kernels are not, so say so instead of returning grads a second backward treats as constants.
+    TORCH_CHECK_NOT_IMPLEMENTED(!at::GradMode::is_enabled(), "fastadapter.adapter: double backward "
+                                "(create_graph=True) is not supported by the fused op; the reference adapters "
+                                "(AdapterConfig(backend=\"reference\"), fastadapter.reference.adapter) are "
+                                "differentiable to any order");
     const Tensor& grad_y = grads[0];
     if (!grad_y.defined()) return torch::autograd::variable_list(12);
     auto [gx, gwd, gbd, gnw, gnb, gwu, gbu] =

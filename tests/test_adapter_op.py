@@ -166,6 +166,16 @@ def test_inductor_compiles_through_the_op():
     torch.testing.assert_close(compiled(x), module(x).relu())
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_double_backward_is_refused_by_name(backend):
+    leaves = cast(make_inputs(5, 16, 4), torch.float32)
+    y = fastadapter.adapter(*leaves, backend=backend)
+    with pytest.raises(NotImplementedError, match=r"double backward \(create_graph=True\) is not supported"):
+        torch.autograd.grad((y ** 2).sum(), leaves[0], create_graph=True)
+    (grad_x,) = torch.autograd.grad((y ** 2).sum(), leaves[0])  # a plain backward of the same graph still runs
+    assert torch.isfinite(grad_x).all()
+
+
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
 def test_input_grad_skipped_when_not_needed(backend):
     x, *params = cast(make_inputs(5, 32, 8), torch.float32)

@@ -143,6 +143,28 @@ def test_patched_model_trains_under_autocast():
     assert 0 < fused <= reference, f"fused adapters under autocast: {fused:.3e}, reference adapters: {reference:.3e}"
 
 
+def test_activation_checkpointing_gives_the_same_grads():
+    # transformers' checkpointing (non-reentrant) drops what the op saved and reruns its forward in backward.
+    grads, calls = [], []
+    for checkpointing in (False, True):
+        model, _, output = build("BlipForConditionalGeneration")
+        fastadapter.patch(model, SMALL.replace(init="normal"))
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        count = [0]
+        for a in fastadapter.adapters(model).values():
+            a.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+        torch.manual_seed(3)  # the same dropout masks in both runs
+        output(model).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+        calls.append(count[0])
+    assert calls[1] > calls[0], f"adapter forwards without / with checkpointing: {calls}"  # some were rerun
+    assert grads[0].keys() == grads[1].keys()
+    for n, g in grads[0].items():
+        assert torch.equal(grads[1][n], g), n
+
+
 def test_trainable_summary_matches_the_paper_for_blip_base():
     from transformers import BlipTextConfig
     from transformers.models.blip.modeling_blip_text import BlipTextLMHeadModel
