@@ -8,7 +8,10 @@
    captions in the decoder; 394: 2 images at 224 px), medians of 200 interleaved runs.
 3. The same, interleaved (medians of 40), at the shapes of the pytest-benchmark suite (1154 image tokens,
    1280 caption tokens; r = 64, 256, 512), whose one-after-another medians carry this machine's drift.
-4. The cost of a call itself: fastadapter.adapter against the eager adapter function at one token, D=64,
+4. Mixed precision: fused against eager forward+backward under torch.autocast(bfloat16) with float32
+   parameters (the op casts like F.linear; eager runs LayerNorm and GELU in float32 by autocast's rules),
+   at 394 tokens and the suite's shapes with r = 256 (medians of 40, interleaved).
+5. The cost of a call itself: fastadapter.adapter against the eager adapter function at one token, D=64,
    r=16, where the arithmetic is nothing and what is timed is Python, dispatch, autograd and allocation
    (medians of 200 interleaved samples of 50 calls). On a GPU this host time is what a small call costs
    whenever the GPU waits for the host.
@@ -59,15 +62,25 @@ def passes(tokens=8192, width=768, r=256, repeats=15) -> dict[str, float]:
     return out
 
 
-def fused_against_eager(cases, width=768, repeats=200) -> dict[tuple[int, int], dict[str, float]]:
+def fused_against_eager(cases, width=768, repeats=200, autocast=None) -> dict[tuple[int, int], dict[str, float]]:
+    """Interleaved medians (s) of eager and fused forward+backward per (tokens, r); autocast: a dtype to run
+    them under torch.autocast with, float32 parameters and input (grad_y then comes in that dtype)."""
     out = {}
     for tokens, r in cases:
-        x, grad = torch.randn(tokens, width, requires_grad=True), torch.randn(tokens, width)
+        x = torch.randn(tokens, width, requires_grad=True)
+        grad = torch.randn(tokens, width, dtype=autocast or torch.float32)
         config = fastadapter.AdapterConfig(bottleneck=r, init="normal")
         eager = fastadapter.Adapter(width, config.replace(backend="reference"))
         fused = fastadapter.Adapter(width, config.replace(backend="cpu"))
-        fns = {name: (lambda m: lambda: torch.autograd.grad(m(x), [x, *m.parameters()], grad))(m)
-               for name, m in (("eager", eager), ("fused", fused))}
+
+        def step(m):
+            def run():
+                with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                    y = m(x)
+                torch.autograd.grad(y, [x, *m.parameters()], grad)
+            return run
+
+        fns = {"eager": step(eager), "fused": step(fused)}
         out[tokens, r] = measure.interleaved_medians(fns, repeats=repeats, warmup=max(2, repeats // 10))
     return out
 
@@ -114,6 +127,11 @@ def main():
     small = fused_against_eager([(20, 256), (394, 256)])
     suite = fused_against_eager([(t, r) for t in (1154, 1280) for r in (64, 256, 512)], repeats=40)
     for (tokens, r), t in {**small, **suite}.items():
+        print(f"| {tokens} | {r} | {1e6 * t['eager']:.0f} | {1e6 * t['fused']:.0f} | {t['fused'] / t['eager']:.2f} |")
+    print("\nUnder torch.autocast(bfloat16), float32 parameters and input:\n\n"
+          "| tokens | r | eager fwd+bwd (µs) | fused fwd+bwd (µs) | fused / eager |\n|---:|---:|---:|---:|---:|")
+    mixed = fused_against_eager([(t, 256) for t in (394, 1154, 1280)], repeats=40, autocast=torch.bfloat16)
+    for (tokens, r), t in mixed.items():
         print(f"| {tokens} | {r} | {1e6 * t['eager']:.0f} | {1e6 * t['fused']:.0f} | {t['fused'] / t['eager']:.2f} |")
     calls = per_call()
     print("\n| one call at T=1, D=64, r=16 | eager (µs) | fused (µs) | fused / eager |\n|---|---:|---:|---:|")
