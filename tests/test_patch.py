@@ -103,43 +103,38 @@ def test_training_step_changes_adapters_and_nothing_else(name, backend):
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if ".up." in n)
 
 
-def test_fused_and_reference_adapters_train_the_same():
-    grads = {}
-    for backend in ("cpu", "reference"):
-        model, _, output = build("BlipForConditionalGeneration")
-        fastadapter.patch(model, SMALL.replace(init="normal", backend=backend))
-        torch.manual_seed(1)
-        for a in fastadapter.adapters(model).values():
-            a.reset_parameters()
-        model.eval()
+def seeded_adapter_grads(backend, autocast=False):
+    """The adapter grads of one backward of a patched BlipForConditionalGeneration in eval mode (no dropout),
+    its adapters the same seeded draw whatever the backend; under torch.autocast(bfloat16) if asked."""
+    model, _, output = build("BlipForConditionalGeneration")
+    fastadapter.patch(model, SMALL.replace(init="normal", backend=backend))
+    torch.manual_seed(1)
+    for a in fastadapter.adapters(model).values():
+        a.reset_parameters()
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         output(model).backward()
-        grads[backend] = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
-    for n, g in grads["reference"].items():
-        torch.testing.assert_close(grads["cpu"][n], g, rtol=1e-4, atol=1e-6)
+    return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_fused_and_reference_adapters_train_the_same():
+    fused, reference = seeded_adapter_grads("cpu"), seeded_adapter_grads("reference")
+    for n, g in reference.items():
+        torch.testing.assert_close(fused[n], g, rtol=1e-4, atol=1e-6)
 
 
 def test_patched_model_trains_under_autocast():
     # The fused adapters take the bfloat16 activations of an autocast model with their float32 parameters and
     # return float32 grads. Their grads stay as close to float32 training as those of the reference adapters
     # (nn.Linear / LayerNorm, cast by PyTorch's own autocast rules) do: per tensor, max error / max magnitude.
-    def adapter_grads(backend, autocast):
-        model, _, output = build("BlipForConditionalGeneration")
-        fastadapter.patch(model, SMALL.replace(init="normal", backend=backend))
-        torch.manual_seed(1)
-        for a in fastadapter.adapters(model).values():
-            a.reset_parameters()
-        model.eval()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            output(model).backward()
-        return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
-
-    exact = adapter_grads("reference", autocast=False)
+    exact = seeded_adapter_grads("reference")
 
     def worst_error(grads):
         assert all(g.dtype == torch.float32 for g in grads.values())
         return max(((grads[n] - g).abs().max() / g.abs().max()).item() for n, g in exact.items())
 
-    fused, reference = worst_error(adapter_grads("cpu", True)), worst_error(adapter_grads("reference", True))
+    fused = worst_error(seeded_adapter_grads("cpu", autocast=True))
+    reference = worst_error(seeded_adapter_grads("reference", autocast=True))
     assert 0 < fused <= reference, f"fused adapters under autocast: {fused:.3e}, reference adapters: {reference:.3e}"
 
 
