@@ -135,9 +135,16 @@ def _finish_sums_kernel(PARTIAL, GRAD_W, GRAD_B, GRAD_H_SUM, programs, r, BLOCK:
     tl.store(GRAD_H_SUM + col, acc.to(GRAD_H_SUM.dtype.element_ty), mask=mask & (which == 2))
 
 
-def _blocks(r: int) -> tuple[int, int]:
+def row_blocks(r: int) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_R) of the forward and backward kernels for rows of r elements: whole rows, up to 4096
+    elements per block."""
     block_r = triton.next_power_of_2(r)
     return max(1, min(64, 4096 // block_r)), block_r
+
+
+def finish_block(r: int) -> int:
+    """BLOCK of the finishing kernel: the 3r partial-sum columns, at most 1024 per program."""
+    return min(1024, triton.next_power_of_2(3 * r))
 
 
 def _contiguous_params(weight, bias):
@@ -161,7 +168,7 @@ def norm_act_forward(h, weight, bias, activation: str, norm: str, eps: float):
     mean = torch.empty(rows, device=h.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
     if rows:
-        block_m, block_r = _blocks(r)
+        block_m, block_r = row_blocks(r)
         _forward_kernel[(triton.cdiv(rows, block_m),)](
             h, weight, bias if bias is not None else weight, a, mean, rstd, rows, r, eps, HAS_BIAS=bias is not None,
             ACT=ACTIVATION_IDS[activation], LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r)
@@ -177,7 +184,7 @@ def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm
     # No FMA contraction in backward: fused into `grad_xhat - mean_g`, the product grad_z * w would subtract
     # its unrounded value from the mean of its rounded values, and rstd amplifies that residual (a row of
     # near-zero variance, e.g. r = 1, got grad_h ~1e-5 where it is exactly 0; seen on an H200).
-    block_m, block_r = _blocks(r)
+    block_m, block_r = row_blocks(r)
     blocks = triton.cdiv(rows, block_m)
     programs = max(1, min(blocks, 4 * _processor_count(h.device)))
     rows_per_program = triton.cdiv(blocks, programs) * block_m
@@ -191,9 +198,9 @@ def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm
         grad_a, h, mean.contiguous(), rstd.contiguous(), weight, bias if bias is not None else weight, a, grad_h,
         partial, rows, r, rows_per_program, HAS_BIAS=bias is not None, ACT=ACTIVATION_IDS[activation],
         LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r, enable_fp_fusion=False)
-    finish_block = min(1024, triton.next_power_of_2(3 * r))
-    _finish_sums_kernel[(triton.cdiv(3 * r, finish_block),)](partial, grad_weight, grad_bias, grad_h_sum, programs, r,
-                                                            BLOCK=finish_block)
+    block = finish_block(r)
+    _finish_sums_kernel[(triton.cdiv(3 * r, block),)](partial, grad_weight, grad_bias, grad_h_sum, programs, r,
+                                                     BLOCK=block)
     return a, grad_h, grad_weight, grad_bias, grad_h_sum
 
 
