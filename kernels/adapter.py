@@ -135,11 +135,20 @@ def _finish_sums_kernel(PARTIAL, GRAD_W, GRAD_B, GRAD_H_SUM, programs, r, BLOCK:
     tl.store(GRAD_H_SUM + col, acc.to(GRAD_H_SUM.dtype.element_ty), mask=mask & (which == 2))
 
 
-def row_blocks(r: int) -> tuple[int, int]:
-    """(BLOCK_M, BLOCK_R) of the forward and backward kernels for rows of r elements: whole rows, up to 4096
-    elements per block."""
+# Elements of a block's tile per thread. At 32 (4 warps over 4096-element tiles) ptxas gave the backward
+# 167-255 registers, spilling for 64- and 4096-wide rows, and the forward 96-152; at 8, 64-128 and 38-48 with
+# no spills, so 3-4 times the warps fit on an SM (benchmarks/results/cpu-2026-11-28/triton-registers.md;
+# tests/test_triton_compile.py fails on a spill).
+ELEMENTS_PER_THREAD = 8
+
+
+def row_blocks(r: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_R, num_warps) of the forward and backward kernels for rows of r elements: whole rows
+    (BLOCK_R = r rounded up to a power of two), 4 warps, or up to 16 where a row alone needs more, and as
+    many rows (up to 64) as give each thread ELEMENTS_PER_THREAD."""
     block_r = triton.next_power_of_2(r)
-    return max(1, min(64, 4096 // block_r)), block_r
+    num_warps = min(16, max(4, block_r // (32 * ELEMENTS_PER_THREAD)))
+    return max(1, min(64, num_warps * 32 * ELEMENTS_PER_THREAD // block_r)), block_r, num_warps
 
 
 def finish_block(r: int) -> int:
@@ -168,10 +177,11 @@ def norm_act_forward(h, weight, bias, activation: str, norm: str, eps: float):
     mean = torch.empty(rows, device=h.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
     if rows:
-        block_m, block_r = row_blocks(r)
+        block_m, block_r, num_warps = row_blocks(r)
         _forward_kernel[(triton.cdiv(rows, block_m),)](
             h, weight, bias if bias is not None else weight, a, mean, rstd, rows, r, eps, HAS_BIAS=bias is not None,
-            ACT=ACTIVATION_IDS[activation], LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r)
+            ACT=ACTIVATION_IDS[activation], LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r,
+            num_warps=num_warps)
     return a, mean, rstd
 
 
@@ -184,7 +194,7 @@ def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm
     # No FMA contraction in backward: fused into `grad_xhat - mean_g`, the product grad_z * w would subtract
     # its unrounded value from the mean of its rounded values, and rstd amplifies that residual (a row of
     # near-zero variance, e.g. r = 1, got grad_h ~1e-5 where it is exactly 0; seen on an H200).
-    block_m, block_r = row_blocks(r)
+    block_m, block_r, num_warps = row_blocks(r)
     blocks = triton.cdiv(rows, block_m)
     programs = max(1, min(blocks, 4 * _processor_count(h.device)))
     rows_per_program = triton.cdiv(blocks, programs) * block_m
@@ -197,7 +207,8 @@ def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm
     _backward_kernel[(programs,)](
         grad_a, h, mean.contiguous(), rstd.contiguous(), weight, bias if bias is not None else weight, a, grad_h,
         partial, rows, r, rows_per_program, HAS_BIAS=bias is not None, ACT=ACTIVATION_IDS[activation],
-        LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r, enable_fp_fusion=False)
+        LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r, num_warps=num_warps,
+        enable_fp_fusion=False)
     block = finish_block(r)
     _finish_sums_kernel[(triton.cdiv(3 * r, block),)](partial, grad_weight, grad_bias, grad_h_sum, programs, r,
                                                      BLOCK=block)

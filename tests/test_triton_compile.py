@@ -1,11 +1,11 @@
 """The Triton kernels compiled for the GPUs they target, on a machine without one.
 
 The other tests run them through the interpreter (TRITON_INTERPRET=1, set by conftest.py when there is no
-GPU), which accepts code the compiler rejects and knows no shared-memory limit. Here each kernel goes through
-Triton's whole NVIDIA pipeline to a cubin, with the block sizes the launchers pick, for every dtype and
-bottleneck class, and its shared memory is checked against the device's. The compiler needs the real
-@triton.jit functions, so the compiling runs in a child process without TRITON_INTERPRET (this file run as a
-script). Values are checked on a GPU by tests/test_gpu.py.
+GPU), which accepts code the compiler rejects and knows no shared-memory or register limit. Here each kernel
+goes through Triton's whole NVIDIA pipeline to a cubin, with the block sizes and warps the launchers pick, for
+every dtype and bottleneck class: its shared memory must fit the device and ptxas must not spill registers.
+The compiler needs the real @triton.jit functions, so the compiling runs in a child process without
+TRITON_INTERPRET (this file run as a script). Values are checked on a GPU by tests/test_gpu.py.
 """
 
 import itertools
@@ -38,9 +38,29 @@ def _cases():
 CASES = _cases()
 
 
+def _resources(ptx, capability):
+    """(registers, spill bytes) per thread, from Triton's own ptxas run verbosely on the kernel's PTX."""
+    import re
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        arch = f"sm_{capability}" + ("a" if capability >= 90 else "")
+        out = subprocess.run([get_ptxas(capability).path, "-v", f"--gpu-name={arch}", path, "-o",
+                              os.path.join(tmp, "kernel.cubin")], capture_output=True, text=True, check=True).stderr
+    registers = int(re.search(r"Used (\d+) registers", out).group(1))
+    spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", out))
+    return registers, spills
+
+
 def _compile(kernel, capability, pointers, scalars, constexprs, **options):
     """Compiles `kernel` to a cubin for sm_<capability>; pointers: argument -> element type, scalars:
-    argument -> type, constexprs as the launcher passes them. Returns the shared memory it needs."""
+    argument -> type, constexprs and options as the launcher passes them. Returns its shared memory (bytes),
+    registers and spill bytes per thread."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -53,21 +73,23 @@ def _compile(kernel, capability, pointers, scalars, constexprs, **options):
                               target=GPUTarget("cuda", capability, 32), options=options)
     if not compiled.asm.get("cubin"):
         raise AssertionError("no cubin")
-    return compiled.metadata.shared
+    registers, spills = _resources(compiled.asm["ptx"], capability)
+    return {"shared": compiled.metadata.shared, "registers": registers, "spill_bytes": spills}
 
 
 def _compile_case(capability, dtype, r, act, layernorm, has_bias):
-    """Each kernel of the case compiled; returns {kernel: shared bytes or the error}."""
+    """Each kernel of the case compiled; returns {kernel: its resources (_compile) or the error}."""
     from fastadapter.kernels import adapter as k
 
-    block_m, block_r = k.row_blocks(r)
+    block_m, block_r, num_warps = k.row_blocks(r)
     options = dict(HAS_BIAS=has_bias, ACT=act, LAYERNORM=layernorm, BLOCK_M=block_m, BLOCK_R=block_r)
     launches = {
         "forward": (k._forward_kernel, dict(H=dtype, W=dtype, B=dtype, A=dtype, MEAN="fp32", RSTD="fp32"),
-                    dict(rows="i32", r="i32", eps="fp32"), options, {}),
+                    dict(rows="i32", r="i32", eps="fp32"), options, dict(num_warps=num_warps)),
         "backward": (k._backward_kernel, dict(GA=dtype, H=dtype, MEAN="fp32", RSTD="fp32", W=dtype, B=dtype,
                                               A=dtype, GH=dtype, PARTIAL="fp32"),
-                     dict(rows="i32", r="i32", rows_per_program="i32"), options, dict(enable_fp_fusion=False)),
+                     dict(rows="i32", r="i32", rows_per_program="i32"), options,
+                     dict(num_warps=num_warps, enable_fp_fusion=False)),
         "finish_sums": (k._finish_sums_kernel, dict(PARTIAL="fp32", GRAD_W=dtype, GRAD_B=dtype, GRAD_H_SUM=dtype),
                         dict(programs="i32", r="i32"), dict(BLOCK=k.finish_block(r)), {}),
     }
@@ -93,9 +115,13 @@ def compiled():
 def test_kernels_compile_for_the_gpu(compiled, case):
     capability = case[0]
     for kernel, result in compiled[case].items():
-        assert isinstance(result, int), f"{kernel} does not compile for sm_{capability}: {result}"
-        assert result <= SHARED_LIMIT[capability], (
-            f"{kernel} needs {result} bytes of shared memory; sm_{capability} has {SHARED_LIMIT[capability]}")
+        assert isinstance(result, dict), f"{kernel} does not compile for sm_{capability}: {result}"
+        assert result["shared"] <= SHARED_LIMIT[capability], (
+            f"{kernel} needs {result['shared']} bytes of shared memory; sm_{capability} has "
+            f"{SHARED_LIMIT[capability]}")
+        assert result["spill_bytes"] == 0, (
+            f"{kernel} spills {result['spill_bytes']} bytes per thread on sm_{capability} "
+            f"({result['registers']} registers): fewer elements per thread (kernels.row_blocks)")
 
 
 if __name__ == "__main__":  # the child: one JSON line per case
