@@ -54,3 +54,18 @@ def test_cuda_kernels_do_not_spill():
     spilling = [f"{arch} {kernel}: {u['REG']} registers, stack {u['STACK']} B, local {u['LOCAL']} B"
                 for (arch, kernel), u in usage.items() if u["STACK"] or u["LOCAL"]]
     assert not spilling, f"{len(spilling)} of {len(usage)} kernels spill:\n" + "\n".join(spilling[:10])
+
+
+if __name__ == "__main__":  # a table of registers per kernel kind and architecture (benchmarks/results/)
+    import collections
+
+    kinds = {"forward_vec_kernel": "forward, row-in-registers (opt-in)", "forward_kernel": "forward, general",
+             "backward_vec_kernel": "backward, row-in-registers (opt-in)", "backward_kernel": "backward, general",
+             "finish_sums_kernel": "backward, finishing sums"}
+    groups = collections.defaultdict(list)
+    for (arch, kernel), u in resource_usage().items():
+        groups[arch, next((label for key, label in kinds.items() if key in kernel), kernel)].append(u)
+    print("| arch | kernel | instances | registers (min–max) | stack + local bytes (max) |\n|---|---|---:|---:|---:|")
+    for (arch, kind), us in sorted(groups.items()):
+        regs = [u["REG"] for u in us]
+        print(f"| {arch} | {kind} | {len(us)} | {min(regs)}–{max(regs)} | {max(u['STACK'] + u['LOCAL'] for u in us)} |")
