@@ -34,6 +34,8 @@ void check_tensor(const char* name, const at::Tensor& t, const at::Tensor& x) {
                    dtype_name(x.scalar_type()), " but ", name, " is ", dtype_name(type));
   TORCH_CHECK_VALUE(t.device() == x.device(), "fastadapter.adapter: device mismatch: x is on ", x.device(), " but ",
                     name, " is on ", t.device());
+  TORCH_CHECK_VALUE(t.layout() == at::kStrided, "fastadapter.adapter: ", name,
+                    " must be a dense (strided) tensor, got layout ", t.layout(), " (call .to_dense() first)");
 }
 
 void check_shape(const char* name, const at::Tensor& t, std::initializer_list<c10::SymInt> expected,

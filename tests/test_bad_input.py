@@ -54,6 +54,14 @@ def test_non_floating_input():
         call(*args)
 
 
+@pytest.mark.parametrize("index,name", [(0, "x"), (5, "w_up")])
+def test_sparse_input(index, name):
+    args = inputs()
+    args[index] = args[index].to_sparse()
+    with pytest.raises(ValueError, match=fr"{name} must be a dense \(strided\) tensor, got layout Sparse"):
+        call(*args)
+
+
 def test_mismatched_device():
     args = inputs()
     args[1] = args[1].to("meta")

@@ -68,4 +68,5 @@ if __name__ == "__main__":  # a table of registers per kernel kind and architect
     print("| arch | kernel | instances | registers (min–max) | stack + local bytes (max) |\n|---|---|---:|---:|---:|")
     for (arch, kind), us in sorted(groups.items()):
         regs = [u["REG"] for u in us]
-        print(f"| {arch} | {kind} | {len(us)} | {min(regs)}–{max(regs)} | {max(u['STACK'] + u['LOCAL'] for u in us)} |")
+        spills = max(u["STACK"] + u["LOCAL"] for u in us)
+        print(f"| {arch} | {kind} | {len(us)} | {min(regs)}–{max(regs)} | {spills} |")
