@@ -47,6 +47,8 @@ else
   stage build "FAILED (see build.log)"; tail -30 "$out/build.log"; exit 1
 fi
 "$py" -m fastadapter.cli backends | tee "$out/backends.txt"
+# registers and spills of the CUDA kernels as built here (cuobjdump; read against their timings below)
+"$py" tests/test_cuda_build.py > "$out/cuda-registers.md" 2>&1 || stage "CUDA registers" "failed (see cuda-registers.md)"
 
 # 2. GPU tests (TRITON_INTERPRET stays unset, so triton runs compiled)
 pytest=("$py" -m pytest -p no:cacheprovider -rfE)
