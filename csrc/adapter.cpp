@@ -159,6 +159,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> adapter_backw
   return {grad_x, grad_h.t().mm(x2), grad_b_down, grad_norm_weight, grad_norm_bias, up_weight_grad(gy, a), grad_b_up};
 }
 
+// The op's typed handle, looked up once; autograd and autocast call back into the dispatcher through it.
+const c10::TypedOperatorHandle<decltype(adapter_forward_impl)>& adapter_forward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastadapter::adapter_forward", "")
+                             .typed<decltype(adapter_forward_impl)>();
+  return op;
+}
+
 // Autograd: saves x, h (empty when recompute) and the norm statistics, the contract of every backend.
 class AdapterFunction : public torch::autograd::Function<AdapterFunction> {
  public:
@@ -167,12 +175,9 @@ class AdapterFunction : public torch::autograd::Function<AdapterFunction> {
                                                 const Tensor& norm_weight, const OptTensor& norm_bias,
                                                 const Tensor& w_up, const OptTensor& b_up, std::string activation,
                                                 std::string norm, double eps, bool recompute, std::string backend) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("fastadapter::adapter_forward", "")
-                         .typed<decltype(adapter_forward_impl)>();
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, h, mean, rstd] =
-        op.call(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps, recompute, backend);
+    auto [y, h, mean, rstd] = adapter_forward_op().call(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up,
+                                                        activation, norm, eps, recompute, backend);
     ctx->save_for_backward({x, h, mean, rstd, w_down, b_down.value_or(Tensor()), norm_weight,
                             norm_bias.value_or(Tensor()), w_up});
     ctx->saved_data["activation"] = activation;
@@ -236,14 +241,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> adapter_forward_autocast(
     const Tensor& x, const Tensor& w_down, const OptTensor& b_down, const Tensor& norm_weight,
     const OptTensor& norm_bias, const Tensor& w_up, const OptTensor& b_up, c10::string_view activation,
     c10::string_view norm, double eps, bool recompute, c10::string_view backend) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastadapter::adapter_forward", "")
-                       .typed<decltype(adapter_forward_impl)>();
   c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(device));
   const auto type = at::autocast::get_lower_precision_fp_from_device_type(device);
   const auto cast = [type](const auto& t) { return at::autocast::cached_cast(type, t, device); };
-  return op.call(cast(x), cast(w_down), cast(b_down), cast(norm_weight), cast(norm_bias), cast(w_up), cast(b_up),
-                 activation, norm, eps, recompute, backend);
+  return adapter_forward_op().call(cast(x), cast(w_down), cast(b_down), cast(norm_weight), cast(norm_bias),
+                                   cast(w_up), cast(b_up), activation, norm, eps, recompute, backend);
 }
 
 }  // namespace
