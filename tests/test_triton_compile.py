@@ -11,8 +11,10 @@ TRITON_INTERPRET (this file run as a script). Values are checked on a GPU by tes
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -43,9 +45,6 @@ CASES = _cases()
 
 def _resources(ptx, capability):
     """(registers, spill bytes) per thread, from Triton's own ptxas run verbosely on the kernel's PTX."""
-    import re
-    import tempfile
-
     from triton.backends.nvidia.compiler import get_ptxas
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +63,6 @@ def _compile(kernel, capability, pointers, scalars, constexprs, **options):
     """Compiles `kernel` to a cubin for sm_<capability>; pointers: argument -> element type, scalars:
     argument -> type, constexprs and options as the launcher passes them. Returns its shared memory (bytes),
     registers and spill bytes per thread."""
-    import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
