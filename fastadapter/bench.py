@@ -12,14 +12,17 @@ batches, each mode in a fresh process so that peak memory is its own:
   d       fused adapters with the fused ITC/ITM/LM losses (reported as not measured until they exist)
   e       torch.compile of (b): each eager adapter compiled (the base model stays eager)
 
-With both b and c, (c) against (b) is also timed in one process, the same adapters switching implementation
-every step, after (c)'s own measurement in (c)'s process.
+Ratios of step times between separate processes move with the machine's drift; `--pairs X/Y,...` also times
+each given ratio in one process, the two modes' steps alternating (see `paired`). By default (c)/(b) is paired
+when both modes run: the same adapters switching implementation every step, after (c)'s own measurement in
+(c)'s process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import multiprocessing
 import platform
@@ -47,6 +50,9 @@ MODES = {
     "e": "torch.compile of (b)",
 }
 NOT_BUILT = {"d": "not measured: the fused ITC/ITM/LM losses are not built yet"}
+# Pairs (numerator, denominator) whose modes differ only in the adapters' implementation: `paired` times them
+# on one model whose adapters switch implementation, and (c)/(b) rides in mode (c)'s process.
+SAME_ADAPTERS = {("c", "b"), ("c-text", "b-text")}
 
 
 @dataclass(frozen=True)
@@ -170,15 +176,16 @@ def _setup(preset: Preset, checkpoint: str | None, seed: int):
 
 
 def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int = 0,
-             then_paired: bool = False) -> dict:
-    """Train `mode` for warmup + steps steps in this process and measure it. With then_paired (mode "c"),
-    afterwards also time (c) against (b) on the same model (paired_eager_fused): one process start and one
-    model build fewer, about 12 s of a CPU run."""
+             then_paired: str | None = None) -> dict:
+    """Train `mode` for warmup + steps steps in this process and measure it. then_paired: the eager mode whose
+    adapters this fused mode's model then also switches to, step by step (`paired`, e.g. "b" for mode "c"): one
+    process start and one model build fewer, about 12 s of a CPU run."""
     from .measure import peak_rss_bytes, rss_bytes, saved_bytes, timed_train_step
     from .summary import trainable_summary
 
-    if then_paired and mode != "c":
-        raise ValueError(f"then_paired needs mode 'c' (fused adapters in every tower), got {mode!r}")
+    if then_paired is not None and (mode, then_paired) not in SAME_ADAPTERS:
+        raise ValueError(f"then_paired: mode {mode!r} cannot switch its adapters to mode {then_paired!r}; "
+                         f"fused/eager pairs: {sorted(SAME_ADAPTERS)}")
     model, batch = _setup(preset, checkpoint, seed)
     prepare(model, mode, preset)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -212,54 +219,104 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
         result["peak_bytes"] = peak_rss_bytes()
         result["peak_kind"] = "peak RSS (process)"
         result["train_rss_growth_bytes"] = max(0, result["peak_bytes"] - rss_before)
-    if then_paired:
-        result["paired_c_b"] = paired_eager_fused(preset, model=model, batch=batch)
+    if then_paired is not None:
+        result["paired"] = paired(preset, mode, then_paired, model=model, batch=batch)
     return result
 
 
-def pair_statistics(b: list[float], c: list[float]) -> dict:
-    """How the per-pair ratios c/b spread: quartiles, a 95% bootstrap interval of their median (2000 resamples,
-    seeded) and in how many pairs c was faster."""
-    ratios = [ci / bi for bi, ci in zip(b, c)]
+def pair_statistics(den: list[float], num: list[float]) -> dict:
+    """How the per-pair ratios num/den spread: quartiles, a 95% bootstrap interval of their median (2000
+    resamples, seeded) and in how many pairs the numerator's step was faster."""
+    ratios = [n / d for d, n in zip(den, num)]
     rng = random.Random(0)
     medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
     return {"quartiles": statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3,
-            "median_ci95": [medians[49], medians[1950]], "c_faster": sum(r < 1 for r in ratios), "pairs": len(ratios)}
+            "median_ci95": [medians[49], medians[1950]], "numerator_faster": sum(r < 1 for r in ratios),
+            "pairs": len(ratios)}
 
 
-def paired_eager_fused(preset: Preset, checkpoint: str | None = None, seed: int = 0, model=None,
-                       batch: dict | None = None) -> dict:
-    """(c) against (b) in one process: the same adapters switch between the eager (reference) and the fused
-    implementation at every step, so that machine drift hits both alike. Steps come in pairs, b then c and c
-    then b by turns (neither always runs first). Returns the median step seconds of each, their ratio, and the
-    spread of the per-pair ratios c/b (pair_statistics) — by the wall clock and, on CPU, by the process's CPU
-    time too, which a shared machine's stolen time does not inflate.
-    model and batch: a model already patched with adapters in every tower, and its batch (else built here)."""
-    import fastadapter
+def _check_pair(numerator: str, denominator: str) -> None:
+    measurable = [m for m in MODES if m not in NOT_BUILT]
+    if numerator == denominator or numerator not in measurable or denominator not in measurable:
+        raise ValueError(f"fastadapter bench: pair {numerator}/{denominator} is not two different measurable "
+                         f"modes; modes: {measurable}")
 
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """'b/a,c/b' -> [("b", "a"), ("c", "b")]: numerator and denominator modes, both measurable."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        modes = tuple(m.strip() for m in item.split("/"))
+        if len(modes) != 2:
+            raise ValueError(f"fastadapter bench: pair {item!r} is not of the form X/Y (e.g. b/a)")
+        _check_pair(*modes)
+        pairs.append(modes)
+    return pairs
+
+
+def _timed_step(model, batch: dict, optimizer, device: str, before=None):
+    """One training step's (wall seconds, process CPU seconds); before() runs first, untimed."""
     from .measure import timed_train_step
 
-    if model is None:
-        model, batch = _setup(preset, checkpoint, seed)
-        fastadapter.patch(model, fastadapter.AdapterConfig(bottleneck=preset.bottleneck, init="normal"))
-    adapters = list(fastadapter.adapters(model).values())
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    wall, cpu = {"b": [], "c": []}, {"b": [], "c": []}
+    if before is not None:
+        before()
+    cpu_start = time.process_time()
+    seconds, _ = timed_train_step(model, batch, optimizer, device)
+    return seconds, time.process_time() - cpu_start
+
+
+def _use_backend(model, backend: str) -> None:
+    import fastadapter
+
+    for adapter in fastadapter.adapters(model).values():
+        adapter.config = adapter.config.replace(backend=backend)
+
+
+def paired(preset: Preset, numerator: str, denominator: str, checkpoint: str | None = None, seed: int = 0,
+           model=None, batch: dict | None = None) -> dict:
+    """numerator against denominator in one process, their training steps alternating, so that machine drift
+    hits both alike. Pairs of steps run denominator then numerator and the other way round by turns (neither
+    always first). A pair in SAME_ADAPTERS (fused against eager adapters) runs on one model whose adapters switch
+    implementation every step; any other pair on one model per mode, built alike (same seed, same batch).
+    Returns each mode's median step seconds, their ratio and the spread of the per-pair ratios
+    (pair_statistics) by the wall clock and, on CPU, by the process's CPU time too, which a shared machine's
+    stolen time does not inflate.
+    model and batch: for a SAME_ADAPTERS pair, a model already prepared for the numerator, and its batch."""
+    if (numerator, denominator) in SAME_ADAPTERS:
+        if model is None:
+            model, batch = _setup(preset, checkpoint, seed)
+            prepare(model, numerator, preset)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        backends = {denominator: "reference", numerator: "auto"}
+        steps = {mode: functools.partial(_timed_step, model, batch, optimizer, preset.device,
+                                         functools.partial(_use_backend, model, backends[mode]))
+                 for mode in (denominator, numerator)}
+        how = "the same adapters switching implementation at every step"
+    elif model is not None:
+        raise ValueError(f"paired: a model is shared only by fused/eager pairs {sorted(SAME_ADAPTERS)}, "
+                         f"not {numerator}/{denominator}")
+    else:
+        steps = {}
+        for mode in (denominator, numerator):
+            mode_model, mode_batch = _setup(preset, checkpoint, seed)
+            prepare(mode_model, mode, preset)
+            optimizer = torch.optim.AdamW([p for p in mode_model.parameters() if p.requires_grad], lr=1e-5)
+            steps[mode] = functools.partial(_timed_step, mode_model, mode_batch, optimizer, preset.device)
+        how = "each mode its own model, steps alternating"
+    wall, cpu = {mode: [] for mode in steps}, {mode: [] for mode in steps}
+    order = (denominator, numerator)
     for pair in range(preset.warmup + preset.steps):
-        for mode in ("b", "c") if pair % 2 == 0 else ("c", "b"):
-            for adapter in adapters:
-                adapter.config = adapter.config.replace(backend="reference" if mode == "b" else "auto")
-            cpu_start = time.process_time()
-            seconds, _ = timed_train_step(model, batch, optimizer, preset.device)
-            cpu_seconds = time.process_time() - cpu_start
+        for mode in order if pair % 2 == 0 else order[::-1]:
+            seconds, cpu_seconds = steps[mode]()
             if pair >= preset.warmup:
                 wall[mode].append(seconds)
                 cpu[mode].append(cpu_seconds)
     medians = {mode: statistics.median(values) for mode, values in wall.items()}
-    out = {"b_step_s": medians["b"], "c_step_s": medians["c"], "c/b": medians["c"] / medians["b"],
-           "steps_each": len(wall["b"]), "pairs_wall_time": pair_statistics(wall["b"], wall["c"])}
+    out = {"numerator": numerator, "denominator": denominator, "how": how, "step_s": medians,
+           "ratio": medians[numerator] / medians[denominator], "steps_each": len(wall[numerator]),
+           "pairs_wall_time": pair_statistics(wall[denominator], wall[numerator])}
     if preset.device == "cpu":
-        out["pairs_process_cpu_time"] = pair_statistics(cpu["b"], cpu["c"])
+        out["pairs_process_cpu_time"] = pair_statistics(cpu[denominator], cpu[numerator])
     return out
 
 
@@ -269,9 +326,9 @@ def _in_fresh_process(fn, *args):
 
 
 def failures(report: dict) -> list[str]:
-    """The modes (and the paired (c)/(b) run) that raised instead of measuring."""
+    """The modes and the paired runs that raised instead of measuring."""
     failed = [mode for mode, r in report["results"].items() if r.get("failed")]
-    return failed + (["paired (c)/(b)"] if "failed" in (report.get("paired_c_b") or {}) else [])
+    return failed + [f"paired {name}" for name, r in report["paired"].items() if "failed" in r]
 
 
 def ratios(results: dict[str, dict]) -> dict[str, dict]:
@@ -300,11 +357,24 @@ def machine() -> dict:
     return info
 
 
-def _pair_spread(stats: dict) -> str:
+def _pair_spread(name: str, numerator: str, stats: dict) -> str:
     low, high = stats["median_ci95"]
-    return (f"per-pair c/b quartiles {' / '.join(f'{q:.3f}' for q in stats['quartiles'])}, 95% bootstrap "
-            f"interval of their median [{low:.3f}, {high:.3f}]; (c) faster in {stats['c_faster']} of "
-            f"{stats['pairs']} pairs.")
+    return (f"per-pair {name} quartiles {' / '.join(f'{q:.3f}' for q in stats['quartiles'])}, 95% bootstrap "
+            f"interval of their median [{low:.3f}, {high:.3f}]; ({numerator}) faster in "
+            f"{stats['numerator_faster']} of {stats['pairs']} pairs.")
+
+
+def _paired_lines(name: str, r: dict) -> list[str]:
+    if "failed" in r:
+        return ["", f"{name} in one process: failed: {r['failed']}"]
+    num, den = r["numerator"], r["denominator"]
+    lines = ["", f"({num}) against ({den}) in one process, {r['how']} ({r['steps_each']} steps each): "
+             f"{r['step_s'][num]:.3f} s against {r['step_s'][den]:.3f} s per step, {name} = {r['ratio']:.3f}; "
+             + _pair_spread(name, num, r["pairs_wall_time"])]
+    if "pairs_process_cpu_time" in r:
+        lines.append("By the process's CPU time (which time taken by a shared machine's other guests does not "
+                     "inflate): " + _pair_spread(name, num, r["pairs_process_cpu_time"]))
+    return lines
 
 
 def markdown(report: dict) -> str:
@@ -333,17 +403,8 @@ def markdown(report: dict) -> str:
               "| ratio | step time | saved for backward | peak memory |", "|---|---:|---:|---:|"]
     for name, r in report["ratios"].items():
         lines.append(f"| {name} | {r['time']:.3f} | {r['saved']:.3f} | {r['memory']:.3f} |")
-    paired = report.get("paired_c_b")
-    if paired and "failed" in paired:
-        lines += ["", f"(c) against (b) in one process: failed: {paired['failed']}"]
-    elif paired:
-        lines += ["", f"(c) against (b), the same adapters switching implementation at every step in one process "
-                  f"({paired['steps_each']} steps each): "
-                  f"{paired['c_step_s']:.3f} s against {paired['b_step_s']:.3f} s per step, c/b = {paired['c/b']:.3f}; "
-                  + _pair_spread(paired["pairs_wall_time"])]
-        if "pairs_process_cpu_time" in paired:
-            lines.append("By the process's CPU time (which time taken by a shared machine's other guests does not "
-                         "inflate): " + _pair_spread(paired["pairs_process_cpu_time"]))
+    for name, r in report["paired"].items():
+        lines += _paired_lines(name, r)
     full = report["results"].get("a", {})
     if "untied_trainable" in full:
         lines += ["", f"(a) trains {full['trainable']:,} parameters with the LM-head weight tied to the word "
@@ -384,7 +445,10 @@ def plot(report: dict, path: Path) -> bool:
 
 
 def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: str | None = None,
-        out_dir: str = ".", **overrides) -> dict:
+        out_dir: str = ".", pairs: list[tuple[str, str]] | None = None, **overrides) -> dict:
+    """Measure each mode in a fresh process, then each pair (numerator, denominator) in one process with their
+    steps alternating (`paired`; default: (c)/(b) when both run). Writes bench.json (after every job) and
+    bench.png to out_dir, prints the Markdown report and returns it."""
     from tqdm import tqdm
 
     preset = Preset(**{**asdict(PRESETS[preset_name]), **{k: v for k, v in overrides.items() if v is not None}})
@@ -396,34 +460,55 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"fastadapter bench: unknown mode(s) {unknown}; expected some of {list(MODES)}")
+    if pairs is None:
+        pairs = [("c", "b")] if {"b", "c"} <= set(modes) else []
+    for num, den in pairs:
+        _check_pair(num, den)
+    # A fused/eager pair rides in its fused mode's process (one model build fewer); the others get their own.
+    riding = {num: den for num, den in pairs if (num, den) in SAME_ADAPTERS and num in modes}
+    own_process = [(num, den) for num, den in pairs if riding.get(num) != den]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {"preset_name": preset_name, "preset": asdict(preset), "checkpoint": checkpoint, "machine": machine(),
-              "results": {}, "ratios": {}, "paired_c_b": None, "paper": PAPER, "complete": False}
+              "results": {}, "ratios": {}, "paired": {}, "paper": PAPER, "complete": False}
     results = report["results"]
 
-    def save():  # after every mode, so that an interrupted run keeps what it measured
+    def save():  # after every job, so that an interrupted run keeps what it measured
         report["ratios"] = ratios(results)
         tmp = out / "bench.json.tmp"
         tmp.write_text(json.dumps(report, indent=2) + "\n")
         tmp.replace(out / "bench.json")
 
-    progress = tqdm(modes, desc="fastadapter bench", unit="mode")
-    for mode in progress:
+    def failed(what: str, error: Exception) -> str:
+        tqdm.write(f"fastadapter bench: {what} failed: {type(error).__name__}: {error}")
+        return f"{type(error).__name__}: {error}"
+
+    jobs = [(mode, None) for mode in modes] + own_process
+    progress = tqdm(jobs, desc="fastadapter bench", unit="run")
+    for first, second in progress:
+        if second is not None:  # a pair in its own process
+            name = f"{first}/{second}"
+            progress.set_postfix_str(f"({first}) against ({second}), alternating")
+            try:
+                report["paired"][name] = _in_fresh_process(paired, preset, first, second, checkpoint, 0)
+            except Exception as error:  # as for a mode: keep what the other runs measured
+                report["paired"][name] = {"failed": failed(f"paired {name}", error)}
+            save()
+            continue
+        mode, then_paired = first, riding.get(first)
         progress.set_postfix_str(MODES[mode])
         if mode in NOT_BUILT:
             results[mode] = {"note": NOT_BUILT[mode]}
             continue
-        then_paired = mode == "c" and "b" in modes  # (c) against (b), alternating in (c)'s process
         try:
             results[mode] = _in_fresh_process(run_mode, mode, preset, checkpoint, 0, then_paired)
             if then_paired:
-                report["paired_c_b"] = results[mode].pop("paired_c_b")
+                report["paired"][f"{mode}/{then_paired}"] = results[mode].pop("paired")
         except Exception as error:  # one broken mode must not lose the others' measurements
-            results[mode] = {"note": f"failed: {type(error).__name__}: {error}", "failed": True}
+            results[mode] = {"note": f"failed: {failed(f'mode {mode}', error)}", "failed": True}
             if then_paired:
-                report["paired_c_b"] = {"failed": f"in mode c's process: {type(error).__name__}: {error}"}
-            tqdm.write(f"fastadapter bench: mode {mode} failed: {type(error).__name__}: {error}")
+                report["paired"][f"{mode}/{then_paired}"] = {"failed": f"in mode {mode}'s process: "
+                                                             f"{type(error).__name__}: {error}"}
         save()
     report["complete"] = True
     save()

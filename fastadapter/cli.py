@@ -26,7 +26,8 @@ def _bench(args) -> int:
 
     modes = [m.strip() for m in args.modes.split(",")] if args.modes else None
     try:
-        report = bench.run(args.preset, modes, checkpoint=args.model, out_dir=args.out, batch=args.batch,
+        pairs = bench.parse_pairs(args.pairs) if args.pairs is not None else None
+        report = bench.run(args.preset, modes, checkpoint=args.model, out_dir=args.out, pairs=pairs, batch=args.batch,
                            image_size=args.image_size, steps=args.steps, warmup=args.warmup,
                            bottleneck=args.bottleneck)
     except (ValueError, FileNotFoundError) as error:  # a request that cannot run here, refused before any mode
@@ -52,6 +53,9 @@ def main(argv=None) -> int:
     bench.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
                        help="cpu: float32, batch 2 at 224 px, 4 steps (default); gpu: bf16, batch 32 at 384 px")
     bench.add_argument("--modes", help="comma-separated subset of a,b,b-text,c,c-text,d,e (default: all)")
+    bench.add_argument("--pairs", help="comma-separated ratios X/Y (e.g. b/a,b-text/a) each timed in one process, "
+                       "the two modes' steps alternating, so that machine drift cancels (default: c/b when modes "
+                       "b and c both run; an empty string: none)")
     bench.add_argument("--model", help="a local BlipForConditionalGeneration checkpoint (default: BLIP-base "
                                        "shapes from BlipConfig, random weights)")
     bench.add_argument("--out", default=".", help="directory for bench.json and bench.png (default: .)")

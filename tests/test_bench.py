@@ -75,45 +75,94 @@ def test_no_stale_plot_when_nothing_was_measured(tmp_path, monkeypatch, capsys):
     assert "no plot: no mode measured" in capsys.readouterr().out
 
 
+TINY = bench.Preset("cpu", "float32", batch=1, image_size=32, steps=2, warmup=0, bottleneck=8)
+
+
 def test_paired_eager_against_fused():
-    preset = bench.Preset("cpu", "float32", batch=1, image_size=32, steps=2, warmup=0, bottleneck=8)
-    paired = bench.paired_eager_fused(preset)
-    assert paired["steps_each"] == 2
-    assert paired["b_step_s"] > 0 and paired["c_step_s"] > 0
-    assert paired["c/b"] == pytest.approx(paired["c_step_s"] / paired["b_step_s"])
+    paired = bench.paired(TINY, "c", "b")
+    assert paired["steps_each"] == 2 and paired["how"].startswith("the same adapters switching")
+    assert paired["step_s"]["b"] > 0 and paired["step_s"]["c"] > 0
+    assert paired["ratio"] == pytest.approx(paired["step_s"]["c"] / paired["step_s"]["b"])
 
 
-def test_paired_run_alternates_which_side_goes_first(monkeypatch):
-    """Pairs run b,c then c,b by turns; the spread is of each pair's own c/b, by wall and by CPU time."""
-    import fastadapter
+def _fake_steps(monkeypatch, name_of, seconds, cpu_seconds):
+    """Replaces the training step: records which mode each step ran (name_of(model)) and returns the next of
+    that mode's wall seconds, advancing the process CPU clock by the next of its CPU seconds."""
     from fastadapter import measure
 
-    order = []
-    seconds = {"b": iter([1.0, 2.0, 4.0, 8.0, 1.0]), "c": iter([9.0, 1.0, 1.5, 2.0, 2.5])}  # first pair: warm-up
-    cpu_seconds = {"b": iter([1.0] * 5), "c": iter([3.0, 0.5, 1.0, 0.5, 1.0])}  # the process's CPU time per step
-    clock = {"cpu": 0.0}
+    order, clock = [], {"cpu": 0.0}
 
     def fake_step(model, batch, optimizer, device="cpu"):
-        backend = next(iter(fastadapter.adapters(model).values())).config.backend
-        order.append("b" if backend == "reference" else "c")
+        order.append(name_of(model, optimizer))
         clock["cpu"] += next(cpu_seconds[order[-1]])
         return next(seconds[order[-1]]), torch.zeros(())
 
     monkeypatch.setattr(measure, "timed_train_step", fake_step)
     monkeypatch.setattr(bench.time, "process_time", lambda: clock["cpu"])
-    preset = bench.Preset("cpu", "float32", batch=1, image_size=32, steps=4, warmup=1, bottleneck=8)
-    paired = bench.paired_eager_fused(preset)
+    return order
+
+
+def test_paired_run_alternates_which_side_goes_first(monkeypatch):
+    """Pairs run b,c then c,b by turns; the spread is of each pair's own c/b, by wall and by CPU time."""
+    import fastadapter
+
+    def mode_of(model, optimizer):
+        backend = next(iter(fastadapter.adapters(model).values())).config.backend
+        return "b" if backend == "reference" else "c"
+
+    seconds = {"b": iter([1.0, 2.0, 4.0, 8.0, 1.0]), "c": iter([9.0, 1.0, 1.5, 2.0, 2.5])}  # first pair: warm-up
+    cpu_seconds = {"b": iter([1.0] * 5), "c": iter([3.0, 0.5, 1.0, 0.5, 1.0])}  # the process's CPU time per step
+    order = _fake_steps(monkeypatch, mode_of, seconds, cpu_seconds)
+    paired = bench.paired(bench.Preset("cpu", "float32", batch=1, image_size=32, steps=4, warmup=1, bottleneck=8),
+                          "c", "b")
     assert order == ["b", "c", "c", "b", "b", "c", "c", "b", "b", "c"]
     assert paired["steps_each"] == 4
-    assert paired["b_step_s"] == 3.0 and paired["c_step_s"] == 1.75
+    assert paired["step_s"] == {"b": 3.0, "c": 1.75} and paired["ratio"] == 1.75 / 3.0
     ratios = [0.5, 0.375, 0.25, 2.5]
     wall = paired["pairs_wall_time"]
     assert wall["quartiles"] == pytest.approx(statistics.quantiles(ratios, n=4))
-    assert wall["c_faster"] == 3 and wall["pairs"] == 4
+    assert wall["numerator_faster"] == 3 and wall["pairs"] == 4
     assert min(ratios) <= wall["median_ci95"][0] <= statistics.median(ratios) <= wall["median_ci95"][1] <= max(ratios)
     cpu = paired["pairs_process_cpu_time"]
     assert cpu["quartiles"] == pytest.approx(statistics.quantiles([0.5, 1.0, 0.5, 1.0], n=4))
-    assert cpu["c_faster"] == 2
+    assert cpu["numerator_faster"] == 2
+
+
+def test_paired_modes_each_train_their_own_model(monkeypatch):
+    """A pair that is not fused/eager of the same adapters (here b/a) alternates two models, each prepared for
+    its mode: (a) trains the whole decoder without adapters, (b) only eager adapters."""
+    import fastadapter
+
+    def mode_of(model, optimizer):
+        trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if fastadapter.patching.patch_state(model) is None:
+            assert trained == {id(p) for p in model.text_decoder.parameters()}
+            return "a"
+        adapters = fastadapter.adapters(model).values()
+        assert trained == {id(p) for a in adapters for p in a.parameters()}
+        assert all(a.config.backend == "reference" for a in adapters)
+        return "b"
+
+    seconds = {"a": iter([2.0, 2.0, 4.0]), "b": iter([1.0, 3.0, 2.0])}
+    order = _fake_steps(monkeypatch, mode_of, seconds, {"a": iter([1.0] * 3), "b": iter([1.0] * 3)})
+    paired = bench.paired(bench.Preset("cpu", "float32", batch=1, image_size=32, steps=3, warmup=0, bottleneck=8),
+                          "b", "a")
+    assert order == ["a", "b", "b", "a", "a", "b"]
+    assert paired["how"].startswith("each mode its own model") and paired["step_s"] == {"a": 2.0, "b": 2.0}
+    assert paired["pairs_wall_time"]["numerator_faster"] == 2  # 1/2, 3/2, 2/4
+
+
+def test_pairs_are_checked():
+    assert bench.parse_pairs("b/a, b-text/a,") == [("b", "a"), ("b-text", "a")]
+    for bad, message in (("b", "not of the form X/Y"), ("b/b", "two different"), ("d/a", "measurable"),
+                         ("b/z", "measurable")):
+        with pytest.raises(ValueError, match=message):
+            bench.parse_pairs(bad)
+    with pytest.raises(ValueError, match="a model is shared only by fused/eager pairs"):
+        bench.paired(TINY, "b", "a", model=torch.nn.Linear(1, 1))
+    with pytest.raises(ValueError, match="two different measurable modes"):
+        bench.run("cpu", ["a"], pairs=[("e", "d")])
+    assert cli.main(["bench", "--pairs", "c/x"]) == 2
 
 
 def test_a_failing_mode_keeps_the_others(tmp_path, monkeypatch, capsys):
@@ -134,15 +183,45 @@ def test_a_failing_mode_keeps_the_others(tmp_path, monkeypatch, capsys):
     assert "| b-text |" in capsys.readouterr().out
 
 
-def test_paired_run_rides_in_mode_c_process(tmp_path):
+def test_paired_run_rides_in_mode_c_process(tmp_path, capsys):
     report = bench.run("cpu", ["b", "c"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0,
                        bottleneck=8)
-    paired = report["paired_c_b"]
-    assert paired["steps_each"] == 1 and paired["c/b"] == pytest.approx(paired["c_step_s"] / paired["b_step_s"])
-    assert "paired_c_b" not in report["results"]["c"]
-    with pytest.raises(ValueError, match="then_paired needs mode 'c'"):
-        bench.run_mode("b", bench.Preset("cpu", "float32", batch=1, image_size=32, steps=1, warmup=0, bottleneck=8),
-                       then_paired=True)
+    assert list(report["paired"]) == ["c/b"]
+    paired = report["paired"]["c/b"]
+    assert paired["steps_each"] == 1 and paired["ratio"] == pytest.approx(paired["step_s"]["c"] / paired["step_s"]["b"])
+    assert "paired" not in report["results"]["c"]
+    assert "(c) against (b) in one process, the same adapters switching" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="mode 'b' cannot switch its adapters to mode 'c'"):
+        bench.run_mode("b", TINY, then_paired="c")
+
+
+def test_requested_pairs_run_in_their_own_process(tmp_path, capsys):
+    """--pairs: a fused/eager pair rides in its fused mode's process when that mode runs; any other pair (or
+    one whose fused mode does not run) gets a process of its own, after the modes."""
+    report = bench.run("cpu", ["c-text"], out_dir=str(tmp_path), pairs=[("b-text", "a"), ("c-text", "b-text")],
+                       batch=1, image_size=32, steps=1, warmup=0, bottleneck=8)
+    assert list(report["paired"]) == ["c-text/b-text", "b-text/a"] and not bench.failures(report)
+    assert report["paired"]["c-text/b-text"]["how"].startswith("the same adapters switching")
+    assert report["paired"]["b-text/a"]["how"].startswith("each mode its own model")
+    assert json.loads((tmp_path / "bench.json").read_text())["paired"].keys() == report["paired"].keys()
+    assert "(b-text) against (a) in one process, each mode its own model" in capsys.readouterr().out
+
+
+
+def test_no_pairs_when_none_are_asked_for(tmp_path, monkeypatch):
+    ran = []
+
+    def record(fn, *args):
+        ran.append((fn.__name__, args[-1]))  # run_mode's last argument: the mode it pairs with, or None
+        raise RuntimeError("not run in this test")
+
+    monkeypatch.setattr(bench, "_in_fresh_process", record)
+    report = bench.run("cpu", ["b", "c"], out_dir=str(tmp_path), pairs=[], batch=1, image_size=32, steps=1,
+                       warmup=0, bottleneck=8)
+    assert ran == [("run_mode", None), ("run_mode", None)] and report["paired"] == {}
+    ran.clear()
+    bench.run("cpu", ["b", "c"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0, bottleneck=8)
+    assert ran == [("run_mode", None), ("run_mode", "b")]  # by default (c)/(b) rides in mode c's process
 
 
 def test_post_init_covers_the_skipped_default_init(monkeypatch):
