@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 import fastadapter
@@ -31,7 +30,7 @@ def adapter_share(preset_name: str = "cpu", steps: int = 5) -> dict:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     model, batch = bench._setup(preset, None, 0)
     fastadapter.patch(model, fastadapter.AdapterConfig(bottleneck=preset.bottleneck, init="normal"))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    optimizer = bench.make_optimizer(model)
     for _ in range(preset.warmup + 1):
         timed_train_step(model, batch, optimizer, preset.device)
     shares, step_s, op_ms, calls = [], [], {op: [] for op in OPS}, 0

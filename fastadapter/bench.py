@@ -175,6 +175,14 @@ def _setup(preset: Preset, checkpoint: str | None, seed: int):
     return model, batch
 
 
+def make_optimizer(model) -> torch.optim.Optimizer:
+    """AdamW over the model's trainable parameters, fused (one vectorised op updates them all) on CPU and GPU:
+    every mode gets the fastest AdamW torch has. PyTorch's default on CPU, a loop over the parameters, takes
+    ~0.7 s per step for (a)'s 138 M parameters against ~0.12 s fused (2 cores, measured): it would weigh the
+    optimizer's implementation, not the training, against full fine-tuning."""
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
+
+
 def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int = 0,
              then_paired: str | None = None) -> dict:
     """Train `mode` for warmup + steps steps in this process and measure it. then_paired: the eager mode whose
@@ -189,7 +197,7 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
     model, batch = _setup(preset, checkpoint, seed)
     prepare(model, mode, preset)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-5)
+    optimizer = make_optimizer(model)
     cuda = preset.device == "cuda"
     saved, graph = saved_bytes(lambda: model(**batch).loss, exclude=model.parameters())
     del graph
@@ -286,7 +294,7 @@ def paired(preset: Preset, numerator: str, denominator: str, checkpoint: str | N
         if model is None:
             model, batch = _setup(preset, checkpoint, seed)
             prepare(model, numerator, preset)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        optimizer = make_optimizer(model)
         backends = {denominator: "reference", numerator: "auto"}
         steps = {mode: functools.partial(_timed_step, model, batch, optimizer, preset.device,
                                          functools.partial(_use_backend, model, backends[mode]))
@@ -300,7 +308,7 @@ def paired(preset: Preset, numerator: str, denominator: str, checkpoint: str | N
         for mode in (denominator, numerator):
             mode_model, mode_batch = _setup(preset, checkpoint, seed)
             prepare(mode_model, mode, preset)
-            optimizer = torch.optim.AdamW([p for p in mode_model.parameters() if p.requires_grad], lr=1e-5)
+            optimizer = make_optimizer(mode_model)
             steps[mode] = functools.partial(_timed_step, mode_model, mode_batch, optimizer, preset.device)
         how = "each mode its own model, steps alternating"
     wall, cpu = {mode: [] for mode in steps}, {mode: [] for mode in steps}
