@@ -2,7 +2,7 @@
 # The GPU check, in one go: build, GPU tests, `fastadapter bench --preset gpu`, the GPU benchmark suites,
 # then the CPU tests with the time left. For a GPU machine with no network that already has torch, triton and
 # transformers (plus pytest, pytest-benchmark, safetensors, tqdm, matplotlib).
-#   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]   STAGE: tests profile bench suites share cpu-tests
+#   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]   STAGE: tests profile bench suites share phases cpu-tests
 #   (default: all; the build always runs)
 # The whole run stays under a deadline (FASTADAPTER_GPU_DEADLINE_S, default 470 s; the issue asks for < 8 min
 # on one H200): each stage gets at most its own cap and never more than what is left, most important first;
@@ -11,7 +11,7 @@
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]}
 shift
-stages=" ${*:-tests profile bench suites share cpu-tests} "
+stages=" ${*:-tests profile bench suites share phases cpu-tests} "
 want() { [[ $stages == *" $1 "* ]]; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -93,7 +93,14 @@ want share && for packed in "" --packed; do
     | tail -1 | sed 's/.*share of the step/share/' || echo "exit $rc (see step-share.txt)")"
 done
 
-# 7. the CPU tests, with what is left (CI runs them on every push; here they check this machine's versions)
+# 7. a step of each mode split into forward, backward and optimizer: why (b)/(a) is what it is on this machine
+want phases && {
+timeout -s INT -k 10 "$(budget 60)" "$py" benchmarks/step_phases.py --preset gpu --modes a,b,b-text,c --steps 5 \
+  > "$out/step-phases.md" 2>&1
+rc=$?; stage "step phases" "$( [ $rc -eq 0 ] && echo ok || echo "exit $rc (see step-phases.md)")"
+}
+
+# 8. the CPU tests, with what is left (CI runs them on every push; here they check this machine's versions)
 if want cpu-tests && [ $(( deadline - $(elapsed) )) -ge 120 ]; then
   xdist=$("$py" -c "import xdist" 2>/dev/null && echo "-n 8")
   timeout -s INT -k 10 "$(budget 300)" "${pytest[@]}" tests -q $xdist --ignore=tests/test_gpu.py \
