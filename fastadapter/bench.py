@@ -175,11 +175,15 @@ def _setup(preset: Preset, checkpoint: str | None, seed: int):
     return model, batch
 
 
+OPTIMIZER = "fused AdamW (lr 1e-5)"
+
+
 def make_optimizer(model) -> torch.optim.Optimizer:
     """AdamW over the model's trainable parameters, fused (one vectorised op updates them all) on CPU and GPU:
-    every mode gets the fastest AdamW torch has. PyTorch's default on CPU, a loop over the parameters, takes
-    ~0.7 s per step for (a)'s 138 M parameters against ~0.12 s fused (2 cores, measured): it would weigh the
-    optimizer's implementation, not the training, against full fine-tuning."""
+    every mode gets the fastest AdamW torch has. PyTorch's default on CPU, a loop over the parameters, took
+    668 ms per step for (a)'s 138 M parameters against 133 ms fused (2 cores, benchmarks/results/cpu-2026-11-29/
+    step-phases.md): it would weigh the optimizer's implementation, not the training, against full fine-tuning.
+    OPTIMIZER names it in the report."""
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
 
 
@@ -392,7 +396,8 @@ def markdown(report: dict) -> str:
     lines = [f"fastadapter bench — {report['machine']['date']}, {report['machine'].get('gpu', report['machine']['cpu'])}"
              f", torch {report['machine']['torch']}; {model}; preset {report['preset_name']}: {preset['dtype']}, batch "
              f"{preset['batch']} at {preset['image_size']} px, median of {preset['steps']} steps after "
-             f"{preset['warmup']} warm-up" + (", CPU denormals flushed" if preset["device"] == "cpu" else ""),
+             f"{preset['warmup']} warm-up, {report.get('optimizer', 'AdamW')}"
+             + (", CPU denormals flushed" if preset["device"] == "cpu" else ""),
              "", "| mode | trains | trainable params | step (s), median [min–max] | images/s | saved for backward | peak memory | "
              "50 epochs × 800 images (projected) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for mode, r in report["results"].items():
@@ -478,7 +483,7 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {"preset_name": preset_name, "preset": asdict(preset), "checkpoint": checkpoint, "machine": machine(),
-              "results": {}, "ratios": {}, "paired": {}, "paper": PAPER, "complete": False}
+              "optimizer": OPTIMIZER, "results": {}, "ratios": {}, "paired": {}, "paper": PAPER, "complete": False}
     results = report["results"]
 
     def save():  # after every job, so that an interrupted run keeps what it measured

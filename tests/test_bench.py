@@ -24,7 +24,8 @@ def test_bench_tiny_run(tmp_path, capsys):
     assert set(saved["ratios"]) >= {"b-text/a", "c-text/a"}
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     out = capsys.readouterr().out
-    assert "161,323,580" in out and "| c-text |" in out
+    assert "161,323,580" in out and "| c-text |" in out and "fused AdamW" in out
+    assert saved["optimizer"] == bench.OPTIMIZER
 
 
 def test_bench_refuses_bad_requests(tmp_path):
