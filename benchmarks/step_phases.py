@@ -48,10 +48,9 @@ def step_phases(preset: bench.Preset, modes: list[str], default_adamw: bool = Fa
     """Median seconds of each phase (and of their sum, 'step') per mode, modes taking turns step by step."""
     runs = {}
     for mode in modes:
-        model, batch = bench._setup(preset, None, 0)
-        bench.prepare(model, mode, preset)
-        optimizer = (torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-                     if default_adamw else bench.make_optimizer(model))
+        model, batch, optimizer = bench.setup_mode(preset, mode)
+        if default_adamw:
+            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         runs[mode] = (model, batch, optimizer)
     times = {mode: {phase: [] for phase in (*PHASES, "step")} for mode in modes}
     for step in range(preset.warmup + preset.steps):

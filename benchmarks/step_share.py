@@ -17,7 +17,6 @@ import statistics
 
 from torch.profiler import ProfilerActivity, profile
 
-import fastadapter
 from fastadapter import bench
 from fastadapter.measure import timed_train_step
 
@@ -28,9 +27,7 @@ def adapter_share(preset_name: str = "cpu", steps: int = 5) -> dict:
     preset = bench.PRESETS[preset_name]
     cuda = preset.device == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    model, batch = bench._setup(preset, None, 0)
-    fastadapter.patch(model, fastadapter.AdapterConfig(bottleneck=preset.bottleneck, init="normal"))
-    optimizer = bench.make_optimizer(model)
+    model, batch, optimizer = bench.setup_mode(preset, "c")
     for _ in range(preset.warmup + 1):
         timed_train_step(model, batch, optimizer, preset.device)
     shares, step_s, op_ms, calls = [], [], {op: [] for op in OPS}, 0

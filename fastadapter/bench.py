@@ -187,6 +187,13 @@ def make_optimizer(model) -> torch.optim.Optimizer:
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
 
 
+def setup_mode(preset: Preset, mode: str, checkpoint: str | None = None, seed: int = 0):
+    """(model, batch, optimizer) for `mode`, built as every measurement builds them: same seed, same batch."""
+    model, batch = _setup(preset, checkpoint, seed)
+    prepare(model, mode, preset)
+    return model, batch, make_optimizer(model)
+
+
 def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int = 0,
              then_paired: str | None = None) -> dict:
     """Train `mode` for warmup + steps steps in this process and measure it. then_paired: the eager mode whose
@@ -198,10 +205,8 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
     if then_paired is not None and (mode, then_paired) not in SAME_ADAPTERS:
         raise ValueError(f"then_paired: mode {mode!r} cannot switch its adapters to mode {then_paired!r}; "
                          f"fused/eager pairs: {sorted(SAME_ADAPTERS)}")
-    model, batch = _setup(preset, checkpoint, seed)
-    prepare(model, mode, preset)
+    model, batch, optimizer = setup_mode(preset, mode, checkpoint, seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(model)
     cuda = preset.device == "cuda"
     saved, graph = saved_bytes(lambda: model(**batch).loss, exclude=model.parameters())
     del graph
@@ -296,9 +301,9 @@ def paired(preset: Preset, numerator: str, denominator: str, checkpoint: str | N
     model and batch: for a SAME_ADAPTERS pair, a model already prepared for the numerator, and its batch."""
     if (numerator, denominator) in SAME_ADAPTERS:
         if model is None:
-            model, batch = _setup(preset, checkpoint, seed)
-            prepare(model, numerator, preset)
-        optimizer = make_optimizer(model)
+            model, batch, optimizer = setup_mode(preset, numerator, checkpoint, seed)
+        else:
+            optimizer = make_optimizer(model)
         backends = {denominator: "reference", numerator: "auto"}
         steps = {mode: functools.partial(_timed_step, model, batch, optimizer, preset.device,
                                          functools.partial(_use_backend, model, backends[mode]))
@@ -308,12 +313,8 @@ def paired(preset: Preset, numerator: str, denominator: str, checkpoint: str | N
         raise ValueError(f"paired: a model is shared only by fused/eager pairs {sorted(SAME_ADAPTERS)}, "
                          f"not {numerator}/{denominator}")
     else:
-        steps = {}
-        for mode in (denominator, numerator):
-            mode_model, mode_batch = _setup(preset, checkpoint, seed)
-            prepare(mode_model, mode, preset)
-            optimizer = make_optimizer(mode_model)
-            steps[mode] = functools.partial(_timed_step, mode_model, mode_batch, optimizer, preset.device)
+        steps = {mode: functools.partial(_timed_step, *setup_mode(preset, mode, checkpoint, seed), preset.device)
+                 for mode in (denominator, numerator)}
         how = "each mode its own model, steps alternating"
     wall, cpu = {mode: [] for mode in steps}, {mode: [] for mode in steps}
     order = (denominator, numerator)
@@ -496,23 +497,11 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
         tqdm.write(f"fastadapter bench: {what} failed: {type(error).__name__}: {error}")
         return f"{type(error).__name__}: {error}"
 
-    jobs = [(mode, None) for mode in modes] + own_process
-    progress = tqdm(jobs, desc="fastadapter bench", unit="run")
-    for first, second in progress:
-        if second is not None:  # a pair in its own process
-            name = f"{first}/{second}"
-            progress.set_postfix_str(f"({first}) against ({second}), alternating")
-            try:
-                report["paired"][name] = _in_fresh_process(paired, preset, first, second, checkpoint, 0)
-            except Exception as error:  # as for a mode: keep what the other runs measured
-                report["paired"][name] = {"failed": failed(f"paired {name}", error)}
-            save()
-            continue
-        mode, then_paired = first, riding.get(first)
-        progress.set_postfix_str(MODES[mode])
+    def measure_mode(mode: str) -> None:
         if mode in NOT_BUILT:
             results[mode] = {"note": NOT_BUILT[mode]}
-            continue
+            return
+        then_paired = riding.get(mode)
         try:
             results[mode] = _in_fresh_process(run_mode, mode, preset, checkpoint, 0, then_paired)
             if then_paired:
@@ -522,6 +511,20 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
             if then_paired:
                 report["paired"][f"{mode}/{then_paired}"] = {"failed": f"in mode {mode}'s process: "
                                                              f"{type(error).__name__}: {error}"}
+
+    def measure_pair(numerator: str, denominator: str) -> None:
+        name = f"{numerator}/{denominator}"
+        try:
+            report["paired"][name] = _in_fresh_process(paired, preset, numerator, denominator, checkpoint, 0)
+        except Exception as error:  # as for a mode: keep what the other runs measured
+            report["paired"][name] = {"failed": failed(f"paired {name}", error)}
+
+    jobs = [(MODES[mode], functools.partial(measure_mode, mode)) for mode in modes] + [
+        (f"({num}) against ({den}), alternating", functools.partial(measure_pair, num, den)) for num, den in own_process]
+    progress = tqdm(jobs, desc="fastadapter bench", unit="run")
+    for label, job in progress:
+        progress.set_postfix_str(label)
+        job()
         save()
     report["complete"] = True
     save()
