@@ -145,7 +145,9 @@ def test_activation_checkpointing_gives_the_same_grads():
         model, _, output = build("BlipForConditionalGeneration")
         fastadapter.patch(model, SMALL.replace(init="normal"))
         model.train()
-        if checkpointing:
+        if checkpointing and hasattr(model, "activation_checkpointing_enable"):  # the current name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif checkpointing:  # older transformers have only this one (deprecated where both exist)
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         count = [0]
         for a in fastadapter.adapters(model).values():
