@@ -507,10 +507,10 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
             if then_paired:
                 report["paired"][f"{mode}/{then_paired}"] = results[mode].pop("paired")
         except Exception as error:  # one broken mode must not lose the others' measurements
-            results[mode] = {"note": f"failed: {failed(f'mode {mode}', error)}", "failed": True}
+            why = failed(f"mode {mode}", error)
+            results[mode] = {"note": f"failed: {why}", "failed": True}
             if then_paired:
-                report["paired"][f"{mode}/{then_paired}"] = {"failed": f"in mode {mode}'s process: "
-                                                             f"{type(error).__name__}: {error}"}
+                report["paired"][f"{mode}/{then_paired}"] = {"failed": f"in mode {mode}'s process: {why}"}
 
     def measure_pair(numerator: str, denominator: str) -> None:
         name = f"{numerator}/{denominator}"
