@@ -5,47 +5,25 @@
 
 Each mode gets its own model, built and prepared as `fastadapter bench` builds it (same seed, batch and
 preset), all in this one process; their steps take turns, so the machine's drift hits every mode alike.
-Medians per phase, split by synchronising the device between phases. It says why a ratio such as (b)/(a) is
-what it is: (a) computes weight grads for, and runs AdamW over, 138 M decoder parameters; adapters in every
-tower train 9 M but need a backward pass through the vision encoder, which (a) skips. The optimizer is the
+Medians per phase, timed as the bench times them (measure.timed_train_step: the host clock on CPU, CUDA
+events between the phases on GPU). It says why a ratio such as (b)/(a) is what it is: (a) computes weight
+grads for, and runs AdamW over, 138 M decoder parameters; adapters in every tower train 9 M but need a
+backward pass through the vision encoder, which (a) skips. The optimizer is the
 bench's (fused AdamW); --default-adamw takes PyTorch's default AdamW instead, to show what that choice weighs.
 """
 
 import argparse
 import statistics
-import time
 from dataclasses import replace
 
 import torch
 
 from fastadapter import bench
-
-PHASES = ("forward", "backward", "optimizer")
-
-
-def _sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def phase_seconds(model, batch, optimizer, device) -> dict[str, float]:
-    """One training step, timed phase by phase."""
-    _sync(device)
-    t0 = time.perf_counter()
-    loss = model(**batch).loss
-    _sync(device)
-    t1 = time.perf_counter()
-    loss.backward()
-    _sync(device)
-    t2 = time.perf_counter()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    _sync(device)
-    return {"forward": t1 - t0, "backward": t2 - t1, "optimizer": time.perf_counter() - t2}
+from fastadapter.measure import PHASES, timed_train_step
 
 
 def step_phases(preset: bench.Preset, modes: list[str], default_adamw: bool = False) -> dict[str, dict[str, float]]:
-    """Median seconds of each phase (and of their sum, 'step') per mode, modes taking turns step by step."""
+    """Median seconds of each phase (and of the whole step, 'step') per mode, modes taking turns step by step."""
     runs = {}
     for mode in modes:
         model, batch, optimizer = bench.setup_mode(preset, mode)
@@ -55,9 +33,9 @@ def step_phases(preset: bench.Preset, modes: list[str], default_adamw: bool = Fa
     times = {mode: {phase: [] for phase in (*PHASES, "step")} for mode in modes}
     for step in range(preset.warmup + preset.steps):
         for mode in modes if step % 2 == 0 else modes[::-1]:
-            seconds = phase_seconds(*runs[mode], preset.device)
+            timed = timed_train_step(*runs[mode], preset.device)
             if step >= preset.warmup:
-                for phase, value in (*seconds.items(), ("step", sum(seconds.values()))):
+                for phase, value in (*timed.phases.items(), ("step", timed.seconds)):
                     times[mode][phase].append(value)
     return {mode: {phase: statistics.median(values) for phase, values in by_phase.items()}
             for mode, by_phase in times.items()}

@@ -33,7 +33,7 @@ def adapter_share(preset_name: str = "cpu", steps: int = 5) -> dict:
     shares, step_s, op_ms, calls = [], [], {op: [] for op in OPS}, 0
     for _ in range(steps):
         with profile(activities=activities) as prof:
-            seconds, _ = timed_train_step(model, batch, optimizer, preset.device)
+            seconds = timed_train_step(model, batch, optimizer, preset.device).seconds
         events = [e for e in prof.key_averages() if e.key in OPS]
         totals = {e.key: (e.device_time_total if cuda else e.cpu_time_total) / 1e3 for e in events}
         calls = events[0].count

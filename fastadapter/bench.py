@@ -15,7 +15,8 @@ batches, each mode in a fresh process so that peak memory is its own:
 Ratios of step times between separate processes move with the machine's drift; `--pairs X/Y,...` also times
 each given ratio in one process, the two modes' steps alternating (see `paired`). By default (c)/(b) is paired
 when both modes run: the same adapters switching implementation every step, after (c)'s own measurement in
-(c)'s process.
+(c)'s process. Every timed step is also split into forward, backward and optimizer (measure.timed_train_step);
+the report ends with the paper's direction judged from all this (fastadapter/direction.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+
+from . import direction
 
 PAPER = {
     "trainable_full": 161_323_580, "trainable_adapters": 20_033_280,
@@ -199,7 +202,7 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
     """Train `mode` for warmup + steps steps in this process and measure it. then_paired: the eager mode whose
     adapters this fused mode's model then also switches to, step by step (`paired`, e.g. "b" for mode "c"): one
     process start and one model build fewer, about 12 s of a CPU run."""
-    from .measure import peak_rss_bytes, rss_bytes, saved_bytes, timed_train_step
+    from .measure import PHASES, peak_rss_bytes, rss_bytes, saved_bytes, timed_train_step
     from .summary import trainable_summary
 
     if then_paired is not None and (mode, then_paired) not in SAME_ADAPTERS:
@@ -214,18 +217,20 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times, losses = [], []
+    times, losses, phases = [], [], {phase: [] for phase in PHASES}
     for step in range(preset.warmup + preset.steps):
-        seconds, loss = timed_train_step(model, batch, optimizer, preset.device)
+        timed = timed_train_step(model, batch, optimizer, preset.device)
         if step >= preset.warmup:
-            times.append(seconds)
-            losses.append(loss.item())
+            times.append(timed.seconds)
+            losses.append(timed.loss.item())
+            for phase, seconds in timed.phases.items():
+                phases[phase].append(seconds)
     step_s = statistics.median(times)
     summary = trainable_summary(model)
     result = {
         "mode": mode, "label": MODES[mode], "trainable": sum(p.numel() for p in trainable), "step_s": step_s,
         "step_min_s": min(times), "step_max_s": max(times), "images_per_s": preset.batch / step_s,
-        "losses": losses, "saved_bytes": saved, "adapters": summary.adapters,
+        "step_times_s": times, "phases_s": _medians(phases), "losses": losses, "saved_bytes": saved, "adapters": summary.adapters,
     }
     if mode == "a":
         result["untied_trainable"] = summary.decoder_full_untied
@@ -272,14 +277,19 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
 
 
 def _timed_step(model, batch: dict, optimizer, device: str, before=None):
-    """One training step's (wall seconds, process CPU seconds); before() runs first, untimed."""
+    """One training step's (wall seconds, process CPU seconds, seconds per phase); before() runs first,
+    untimed."""
     from .measure import timed_train_step
 
     if before is not None:
         before()
     cpu_start = time.process_time()
-    seconds, _ = timed_train_step(model, batch, optimizer, device)
-    return seconds, time.process_time() - cpu_start
+    timed = timed_train_step(model, batch, optimizer, device)
+    return timed.seconds, time.process_time() - cpu_start, timed.phases
+
+
+def _medians(values: dict[str, list[float]]) -> dict[str, float]:
+    return {name: statistics.median(v) for name, v in values.items()}
 
 
 def _use_backend(model, backend: str) -> None:
@@ -317,16 +327,20 @@ def paired(preset: Preset, numerator: str, denominator: str, checkpoint: str | N
                  for mode in (denominator, numerator)}
         how = "each mode its own model, steps alternating"
     wall, cpu = {mode: [] for mode in steps}, {mode: [] for mode in steps}
+    phases = {mode: {} for mode in steps}
     order = (denominator, numerator)
     for pair in range(preset.warmup + preset.steps):
         for mode in order if pair % 2 == 0 else order[::-1]:
-            seconds, cpu_seconds = steps[mode]()
+            seconds, cpu_seconds, by_phase = steps[mode]()
             if pair >= preset.warmup:
                 wall[mode].append(seconds)
                 cpu[mode].append(cpu_seconds)
-    medians = {mode: statistics.median(values) for mode, values in wall.items()}
+                for phase, value in by_phase.items():
+                    phases[mode].setdefault(phase, []).append(value)
+    medians = _medians(wall)
     out = {"numerator": numerator, "denominator": denominator, "how": how, "step_s": medians,
            "ratio": medians[numerator] / medians[denominator], "steps_each": len(wall[numerator]),
+           "phases_s": {mode: _medians(by_phase) for mode, by_phase in phases.items()},
            "pairs_wall_time": pair_statistics(wall[denominator], wall[numerator])}
     if preset.device == "cpu":
         out["pairs_process_cpu_time"] = pair_statistics(cpu[denominator], cpu[numerator])
@@ -419,6 +433,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | {r['time']:.3f} | {r['saved']:.3f} | {r['memory']:.3f} |")
     for name, r in report["paired"].items():
         lines += _paired_lines(name, r)
+    lines += direction.markdown(report)
     full = report["results"].get("a", {})
     if "untied_trainable" in full:
         lines += ["", f"(a) trains {full['trainable']:,} parameters with the LM-head weight tied to the word "
@@ -484,11 +499,13 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {"preset_name": preset_name, "preset": asdict(preset), "checkpoint": checkpoint, "machine": machine(),
-              "optimizer": OPTIMIZER, "results": {}, "ratios": {}, "paired": {}, "paper": PAPER, "complete": False}
+              "optimizer": OPTIMIZER, "results": {}, "ratios": {}, "paired": {}, "direction": {}, "paper": PAPER,
+              "complete": False}
     results = report["results"]
 
     def save():  # after every job, so that an interrupted run keeps what it measured
         report["ratios"] = ratios(results)
+        report["direction"] = direction.verdicts(report)
         tmp = out / "bench.json.tmp"
         tmp.write_text(json.dumps(report, indent=2) + "\n")
         tmp.replace(out / "bench.json")

@@ -25,10 +25,10 @@ def train_steps(model, batch, steps: int, lr: float = 1e-4) -> tuple[list[float]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     losses, times = [], []
     for step in range(steps + 1):
-        seconds, loss = timed_train_step(model, batch, optimizer)
+        timed = timed_train_step(model, batch, optimizer)
         if step:  # step 0 warms up allocators and kernels
-            times.append(seconds)
-            losses.append(loss.item())
+            times.append(timed.seconds)
+            losses.append(timed.loss.item())
     return losses, times
 
 

@@ -10,6 +10,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import torch
 
@@ -65,13 +66,40 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def timed_train_step(model, batch: dict, optimizer, device: str = "cpu") -> tuple[float, torch.Tensor]:
-    """(seconds, loss) of one training step of a Hugging Face model: forward, backward, optimizer step,
-    synchronised on GPU."""
+PHASES = ("forward", "backward", "optimizer")
+
+
+class TrainStep(NamedTuple):
+    seconds: float  # the whole step by the host's clock, the device synchronised at its end
+    loss: torch.Tensor
+    phases: dict[str, float]  # seconds of each of PHASES: host clock on CPU, CUDA events on GPU
+
+
+def timed_train_step(model, batch: dict, optimizer, device: str = "cpu") -> TrainStep:
+    """One training step of a Hugging Face model (forward, backward, optimizer step), timed whole and phase by
+    phase. On GPU the phases come from CUDA events recorded between them, so timing them adds no
+    synchronisation: the step runs as it would untimed."""
+    cuda = torch.device(device).type == "cuda"
+    marks = []
+
+    def mark():
+        if cuda:
+            marks.append(torch.cuda.Event(enable_timing=True))
+            marks[-1].record()
+        else:
+            marks.append(time.perf_counter())
+
     start = time.perf_counter()
+    mark()
     loss = model(**batch).loss
+    mark()
     loss.backward()
+    mark()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    mark()
     _synchronize(device)
-    return time.perf_counter() - start, loss.detach()
+    seconds = time.perf_counter() - start
+    spans = ([begin.elapsed_time(end) / 1e3 for begin, end in zip(marks, marks[1:])] if cuda else
+             [end - begin for begin, end in zip(marks, marks[1:])])
+    return TrainStep(seconds, loss.detach(), dict(zip(PHASES, spans)))

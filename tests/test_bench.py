@@ -26,6 +26,13 @@ def test_bench_tiny_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "161,323,580" in out and "| c-text |" in out and "fused AdamW" in out
     assert saved["optimizer"] == bench.OPTIMIZER
+    # the paper's direction, judged for each adapter mode against (a), with the phases that explain it
+    assert saved["direction"].keys() == {"b-text", "c-text"} and "Does the paper's direction hold here?" in out
+    for mode in ("b-text", "c-text"):
+        judged = saved["direction"][mode]
+        assert judged["time"]["verdict"] == "not resolved"  # one step each decides nothing
+        assert judged["memory"]["ratio"] == pytest.approx(saved["results"][mode]["peak_bytes"] / a["peak_bytes"])
+        assert saved["results"][mode]["phases_s"].keys() == {"forward", "backward", "optimizer"}
 
 
 def test_bench_refuses_bad_requests(tmp_path):
@@ -96,7 +103,8 @@ def _fake_steps(monkeypatch, name_of, seconds, cpu_seconds):
     def fake_step(model, batch, optimizer, device="cpu"):
         order.append(name_of(model, optimizer))
         clock["cpu"] += next(cpu_seconds[order[-1]])
-        return next(seconds[order[-1]]), torch.zeros(())
+        wall = next(seconds[order[-1]])
+        return measure.TrainStep(wall, torch.zeros(()), {"forward": wall / 2, "backward": wall / 4, "optimizer": wall / 4})
 
     monkeypatch.setattr(measure, "timed_train_step", fake_step)
     monkeypatch.setattr(bench.time, "process_time", lambda: clock["cpu"])
@@ -119,6 +127,7 @@ def test_paired_run_alternates_which_side_goes_first(monkeypatch):
     assert order == ["b", "c", "c", "b", "b", "c", "c", "b", "b", "c"]
     assert paired["steps_each"] == 4
     assert paired["step_s"] == {"b": 3.0, "c": 1.75} and paired["ratio"] == 1.75 / 3.0
+    assert paired["phases_s"]["b"] == {"forward": 1.5, "backward": 0.75, "optimizer": 0.75}  # medians per phase
     ratios = [0.5, 0.375, 0.25, 2.5]
     wall = paired["pairs_wall_time"]
     assert wall["quartiles"] == pytest.approx(statistics.quantiles(ratios, n=4))

@@ -1,0 +1,109 @@
+"""The bench report's verdict on the paper's direction: each adapter mode against (a), from what was measured."""
+
+import math
+
+import pytest
+import torch
+
+from fastadapter import direction, measure
+
+
+def _result(steps, peak, trainable=1000, saved=2**20, label="a mode"):
+    return {"label": label, "step_s": sorted(steps)[len(steps) // 2], "step_times_s": steps, "peak_bytes": peak,
+            "peak_kind": "peak RSS (process)", "trainable": trainable, "saved_bytes": saved,
+            "phases_s": {"forward": 0.5, "backward": 0.3, "optimizer": 0.1}}
+
+
+def _report(results, paired=None):
+    return {"preset": {"dtype": "float32"}, "results": results, "paired": paired or {}}
+
+
+def test_separation_p_is_the_exact_rank_test():
+    assert direction.separation_p(4, 4) == pytest.approx(2 / 70)
+    assert direction.separation_p(3, 3) == pytest.approx(0.1)
+    assert direction.separation_p(1, 1) == 1.0
+    # by enumeration: of all orders of 3 + 4 steps, the share with one side entirely first
+    assert direction.separation_p(3, 4) == pytest.approx(2 / math.comb(7, 3))
+
+
+@pytest.mark.parametrize("ours, verdict", [
+    ([1.0, 1.1, 1.2, 1.05], "holds"),  # every step faster than every step of (a)
+    ([3.0, 3.1, 3.2, 3.05], "does not hold"),
+    ([1.0, 2.5, 1.2, 1.05], "not resolved"),  # overlaps (a)'s steps
+])
+def test_time_from_separate_processes(ours, verdict):
+    report = _report({"a": _result([2.0, 2.1, 2.2, 2.05], 10), "b": _result(ours, 5)})
+    judged = direction.time_verdict(report, "b")
+    assert judged["verdict"] == verdict and judged["from"] == "separate"
+    assert judged["ratio"] == pytest.approx((sorted(ours)[1] + sorted(ours)[2]) / (2.05 + 2.1))
+
+
+def test_too_few_separate_steps_decide_nothing():
+    report = _report({"a": _result([2.0, 2.1], 10), "b": _result([1.0, 1.1], 5)})
+    judged = direction.time_verdict(report, "b")
+    assert judged["verdict"] == "not resolved" and "too few" in judged["evidence"]
+
+
+@pytest.mark.parametrize("interval, verdict", [((0.6, 0.7), "holds"), ((1.1, 1.2), "does not hold"),
+                                               ((0.95, 1.04), "not resolved")])
+def test_a_paired_run_decides_over_separate_processes(interval, verdict):
+    # the separate processes alone would say "holds"; the paired interval is what counts
+    paired = {"b/a": {"ratio": sum(interval) / 2, "steps_each": 40, "pairs_wall_time": {"median_ci95": list(interval)},
+                      "phases_s": {"b": {"forward": 1.0, "backward": 2.0, "optimizer": 0.01},
+                                   "a": {"forward": 0.9, "backward": 1.0, "optimizer": 0.2}}}}
+    report = _report({"a": _result([2.0, 2.1, 2.2, 2.05], 10), "b": _result([1.0, 1.1, 1.2, 1.05], 5)}, paired)
+    judged = direction.time_verdict(report, "b")
+    assert judged == {"ratio": sum(interval) / 2, "verdict": verdict, "from": "paired",
+                      "evidence": judged["evidence"]} and "40 pairs" in judged["evidence"]
+    # why: the phases come from the paired run too
+    assert "backward 2000 against 1000 ms (+1000)" in direction.why(report, "b")
+
+
+def test_verdicts_memory_why_and_report_section():
+    results = {"a": _result([2.0, 2.1, 2.2, 2.05], 10, trainable=137_881_148, saved=43 * 2**20),
+               "b": _result([3.0, 3.1, 3.2, 3.05], 5, trainable=9_474_048, saved=220 * 2**20,
+                            label="eager adapters, every tower"),
+               "b-text": _result([1.0, 1.1, 1.2, 1.05], 12, label="eager adapters, text decoder"),
+               "c": {"note": "failed: out of memory", "failed": True}, "d": {"note": "not measured"}}
+    report = _report(results)
+    judged = direction.verdicts(report)
+    assert judged.keys() == {"b", "b-text"}  # failed and unmeasured modes are not judged
+    assert judged["b"]["memory"] == {"ratio": 0.5, "verdict": "holds", "evidence": "peak RSS (process)"}
+    assert judged["b-text"]["memory"]["verdict"] == "does not hold"  # 1.2x (a)'s peak
+    assert judged["b"]["time"]["verdict"] == "does not hold"
+    assert "vision encoder, which (a) freezes and skips" in judged["b"]["why"]
+    assert "skips the backward pass through the vision encoder" in judged["b-text"]["why"]
+    # grad + two AdamW moments in float32: 12 bytes per trained parameter
+    assert f"{12 * 137_881_148 / 2**30:.2f} GiB" in direction.state(results["a"], "float32")
+    assert f"{6 * 9_474_048 / 2**20:.1f} MiB" in direction.state(results["b"], "bfloat16")
+    report["direction"] = judged
+    text = "\n".join(direction.markdown(report))
+    assert "| b | 0.500 | holds | 1.482 | does not hold |" in text
+    assert "`--pairs b/a,b-text/a`" in text  # judged from separate processes: say how to pair them
+
+
+def test_no_verdict_without_mode_a():
+    report = _report({"b": _result([1.0], 5)})
+    assert direction.verdicts(report) == {}
+    report["direction"] = {}
+    assert "Not judged" in "\n".join(direction.markdown(report))
+
+
+class _Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 64)
+
+    def forward(self, x):
+        return type("Output", (), {"loss": self.linear(x).square().mean()})()
+
+
+def test_a_timed_step_is_split_into_its_phases():
+    model = _Model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    before = model.linear.weight.detach().clone()
+    step = measure.timed_train_step(model, {"x": torch.randn(32, 64)}, optimizer)
+    assert not torch.equal(before, model.linear.weight) and model.linear.weight.grad is None  # stepped, zeroed
+    assert step.phases.keys() == set(measure.PHASES) and min(step.phases.values()) > 0
+    assert sum(step.phases.values()) <= step.seconds < sum(step.phases.values()) + 0.05
+    assert step.loss.requires_grad is False
