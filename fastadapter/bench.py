@@ -13,9 +13,10 @@ batches, each mode in a fresh process so that peak memory is its own:
   e       torch.compile of (b): each eager adapter compiled (the base model stays eager)
 
 Ratios of step times between separate processes move with the machine's drift; `--pairs X/Y,...` also times
-each given ratio in one process, the two modes' steps alternating (see `paired`). By default (c)/(b) is paired
-when both modes run: the same adapters switching implementation every step, after (c)'s own measurement in
-(c)'s process. Every timed step is also split into forward, backward and optimizer (measure.timed_train_step);
+each given ratio in one process, the two modes' steps alternating (see `paired`). By default (c)/(b) and
+(b)/(a) are paired when their modes run, each in its numerator's process after that mode's own measurement:
+(c)/(b) with the same adapters switching implementation every step, (b)/(a) with a model for (a) built beside
+(b)'s. Every timed step is also split into forward, backward and optimizer (measure.timed_train_step);
 the report ends with the paper's direction judged from all this (fastadapter/direction.py).
 """
 
@@ -56,6 +57,9 @@ NOT_BUILT = {"d": "not measured: the fused ITC/ITM/LM losses are not built yet"}
 # Pairs (numerator, denominator) whose modes differ only in the adapters' implementation: `paired` times them
 # on one model whose adapters switch implementation, and (c)/(b) rides in mode (c)'s process.
 SAME_ADAPTERS = {("c", "b"), ("c-text", "b-text")}
+# Paired by default when both modes run: fused against eager adapters, and the paper's placement against (a),
+# the verdict closest to 1 on CPU (0.87-1.38 across separate processes, 1.17-1.21 paired).
+DEFAULT_PAIRS = (("c", "b"), ("b", "a"))
 
 
 @dataclass(frozen=True)
@@ -199,15 +203,14 @@ def setup_mode(preset: Preset, mode: str, checkpoint: str | None = None, seed: i
 
 def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int = 0,
              then_paired: str | None = None) -> dict:
-    """Train `mode` for warmup + steps steps in this process and measure it. then_paired: the eager mode whose
-    adapters this fused mode's model then also switches to, step by step (`paired`, e.g. "b" for mode "c"): one
-    process start and one model build fewer, about 12 s of a CPU run."""
+    """Train `mode` for warmup + steps steps in this process and measure it. then_paired: a mode to time against
+    this one afterwards, their steps alternating (`paired`), reusing this mode's model: one process start and one
+    model build fewer, about 12 s of a CPU run. Its memory figures are taken before."""
     from .measure import PHASES, peak_rss_bytes, rss_bytes, saved_bytes, timed_train_step
     from .summary import trainable_summary
 
-    if then_paired is not None and (mode, then_paired) not in SAME_ADAPTERS:
-        raise ValueError(f"then_paired: mode {mode!r} cannot switch its adapters to mode {then_paired!r}; "
-                         f"fused/eager pairs: {sorted(SAME_ADAPTERS)}")
+    if then_paired is not None:
+        _check_pair(mode, then_paired)
     model, batch, optimizer = setup_mode(preset, mode, checkpoint, seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     cuda = preset.device == "cuda"
@@ -242,7 +245,7 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
         result["peak_kind"] = "peak RSS (process)"
         result["train_rss_growth_bytes"] = max(0, result["peak_bytes"] - rss_before)
     if then_paired is not None:
-        result["paired"] = paired(preset, mode, then_paired, model=model, batch=batch)
+        result["paired"] = paired(preset, mode, then_paired, checkpoint, seed, (model, batch, optimizer))
     return result
 
 
@@ -300,31 +303,27 @@ def _use_backend(model, backend: str) -> None:
 
 
 def paired(preset: Preset, numerator: str, denominator: str, checkpoint: str | None = None, seed: int = 0,
-           model=None, batch: dict | None = None) -> dict:
+           numerator_setup: tuple | None = None) -> dict:
     """numerator against denominator in one process, their training steps alternating, so that machine drift
     hits both alike. Pairs of steps run denominator then numerator and the other way round by turns (neither
     always first). A pair in SAME_ADAPTERS (fused against eager adapters) runs on one model whose adapters switch
     implementation every step; any other pair on one model per mode, built alike (same seed, same batch).
-    Returns each mode's median step seconds, their ratio and the spread of the per-pair ratios
-    (pair_statistics) by the wall clock and, on CPU, by the process's CPU time too, which a shared machine's
-    stolen time does not inflate.
-    model and batch: for a SAME_ADAPTERS pair, a model already prepared for the numerator, and its batch."""
+    Returns each mode's median step seconds and phase seconds, their ratio and the spread of the per-pair
+    ratios (pair_statistics) by the wall clock and, on CPU, by the process's CPU time too, which a shared
+    machine's stolen time does not inflate.
+    numerator_setup: (model, batch, optimizer) already prepared for the numerator (setup_mode), to reuse."""
+    numerator_setup = numerator_setup or setup_mode(preset, numerator, checkpoint, seed)
     if (numerator, denominator) in SAME_ADAPTERS:
-        if model is None:
-            model, batch, optimizer = setup_mode(preset, numerator, checkpoint, seed)
-        else:
-            optimizer = make_optimizer(model)
+        model = numerator_setup[0]
         backends = {denominator: "reference", numerator: "auto"}
-        steps = {mode: functools.partial(_timed_step, model, batch, optimizer, preset.device,
+        steps = {mode: functools.partial(_timed_step, *numerator_setup, preset.device,
                                          functools.partial(_use_backend, model, backends[mode]))
                  for mode in (denominator, numerator)}
         how = "the same adapters switching implementation at every step"
-    elif model is not None:
-        raise ValueError(f"paired: a model is shared only by fused/eager pairs {sorted(SAME_ADAPTERS)}, "
-                         f"not {numerator}/{denominator}")
     else:
-        steps = {mode: functools.partial(_timed_step, *setup_mode(preset, mode, checkpoint, seed), preset.device)
-                 for mode in (denominator, numerator)}
+        steps = {numerator: functools.partial(_timed_step, *numerator_setup, preset.device),
+                 denominator: functools.partial(_timed_step, *setup_mode(preset, denominator, checkpoint, seed),
+                                                preset.device)}
         how = "each mode its own model, steps alternating"
     wall, cpu = {mode: [] for mode in steps}, {mode: [] for mode in steps}
     phases = {mode: {} for mode in steps}
@@ -490,11 +489,16 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
     if unknown:
         raise ValueError(f"fastadapter bench: unknown mode(s) {unknown}; expected some of {list(MODES)}")
     if pairs is None:
-        pairs = [("c", "b")] if {"b", "c"} <= set(modes) else []
+        pairs = [pair for pair in DEFAULT_PAIRS if set(pair) <= set(modes)]
+    pairs = list(dict.fromkeys(pairs))
     for num, den in pairs:
         _check_pair(num, den)
-    # A fused/eager pair rides in its fused mode's process (one model build fewer); the others get their own.
-    riding = {num: den for num, den in pairs if (num, den) in SAME_ADAPTERS and num in modes}
+    # A pair rides in its numerator's process when that mode runs (one process and one model fewer; one pair per
+    # mode); the others get their own.
+    riding = {}
+    for num, den in pairs:
+        if num in modes:
+            riding.setdefault(num, den)
     own_process = [(num, den) for num, den in pairs if riding.get(num) != den]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,7 @@ def test_no_stale_plot_when_nothing_was_measured(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "_in_fresh_process", broken)
     report = bench.run("cpu", ["a", "b"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0,
                        bottleneck=8)
-    assert bench.failures(report) == ["a", "b"]
+    assert bench.failures(report) == ["a", "b", "paired b/a"]  # b/a rode in b's process
     assert not (tmp_path / "bench.png").exists()
     assert "no plot: no mode measured" in capsys.readouterr().out
 
@@ -168,8 +168,8 @@ def test_pairs_are_checked():
                          ("b/z", "measurable")):
         with pytest.raises(ValueError, match=message):
             bench.parse_pairs(bad)
-    with pytest.raises(ValueError, match="a model is shared only by fused/eager pairs"):
-        bench.paired(TINY, "b", "a", model=torch.nn.Linear(1, 1))
+    with pytest.raises(ValueError, match="two different measurable modes"):
+        bench.run_mode("b", TINY, then_paired="b")  # refused before any model is built
     with pytest.raises(ValueError, match="two different measurable modes"):
         bench.run("cpu", ["a"], pairs=[("e", "d")])
     assert cli.main(["bench", "--pairs", "c/x"]) == 2
@@ -193,21 +193,28 @@ def test_a_failing_mode_keeps_the_others(tmp_path, monkeypatch, capsys):
     assert "| b-text |" in capsys.readouterr().out
 
 
-def test_paired_run_rides_in_mode_c_process(tmp_path, capsys):
-    report = bench.run("cpu", ["b", "c"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0,
+def test_default_pairs_ride_in_their_numerators_process(tmp_path, capsys):
+    """By default c/b and b/a are paired, each after its numerator's own measurement in that mode's process; the
+    verdict on (b) then comes from the paired run."""
+    report = bench.run("cpu", ["a", "b", "c"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0,
                        bottleneck=8)
-    assert list(report["paired"]) == ["c/b"]
-    paired = report["paired"]["c/b"]
-    assert paired["steps_each"] == 1 and paired["ratio"] == pytest.approx(paired["step_s"]["c"] / paired["step_s"]["b"])
-    assert "paired" not in report["results"]["c"]
-    assert "(c) against (b) in one process, the same adapters switching" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="mode 'b' cannot switch its adapters to mode 'c'"):
-        bench.run_mode("b", TINY, then_paired="c")
+    assert list(report["paired"]) == ["b/a", "c/b"] and not bench.failures(report)
+    for name, how in (("c/b", "the same adapters switching"), ("b/a", "each mode its own model")):
+        paired = report["paired"][name]
+        num, den = name.split("/")
+        assert paired["how"].startswith(how) and paired["steps_each"] == 1
+        assert paired["ratio"] == pytest.approx(paired["step_s"][num] / paired["step_s"][den])
+        assert "paired" not in report["results"][num]
+    assert report["direction"]["b"]["time"]["from"] == "paired"
+    assert report["direction"]["c"]["time"]["from"] == "separate"
+    out = capsys.readouterr().out
+    assert "(c) against (b) in one process, the same adapters switching" in out
+    assert "(b) against (a) in one process, each mode its own model" in out
 
 
 def test_requested_pairs_run_in_their_own_process(tmp_path, capsys):
-    """--pairs: a fused/eager pair rides in its fused mode's process when that mode runs; any other pair (or
-    one whose fused mode does not run) gets a process of its own, after the modes."""
+    """--pairs: a pair rides in its numerator's process when that mode runs; any other pair gets a process of
+    its own, after the modes."""
     report = bench.run("cpu", ["c-text"], out_dir=str(tmp_path), pairs=[("b-text", "a"), ("c-text", "b-text")],
                        batch=1, image_size=32, steps=1, warmup=0, bottleneck=8)
     assert list(report["paired"]) == ["c-text/b-text", "b-text/a"] and not bench.failures(report)
@@ -221,7 +228,8 @@ def test_no_pairs_when_none_are_asked_for(tmp_path, monkeypatch):
     ran = []
 
     def record(fn, *args):
-        ran.append((fn.__name__, args[-1]))  # run_mode's last argument: the mode it pairs with, or None
+        # run_mode: the mode it pairs with afterwards, or None; paired: its pair
+        ran.append((fn.__name__, args[-1] if fn is bench.run_mode else "/".join(args[1:3])))
         raise RuntimeError("not run in this test")
 
     monkeypatch.setattr(bench, "_in_fresh_process", record)
@@ -231,6 +239,13 @@ def test_no_pairs_when_none_are_asked_for(tmp_path, monkeypatch):
     ran.clear()
     bench.run("cpu", ["b", "c"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0, bottleneck=8)
     assert ran == [("run_mode", None), ("run_mode", "b")]  # by default (c)/(b) rides in mode c's process
+    ran.clear()
+    bench.run("cpu", ["a", "b", "c"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0, bottleneck=8)
+    assert ran == [("run_mode", None), ("run_mode", "a"), ("run_mode", "b")]  # and (b)/(a) in mode b's
+    ran.clear()
+    bench.run("cpu", ["a", "b"], out_dir=str(tmp_path), pairs=[("b", "a"), ("b", "a"), ("b-text", "a")], batch=1,
+              image_size=32, steps=1, warmup=0, bottleneck=8)
+    assert ran == [("run_mode", None), ("run_mode", "a"), ("paired", "b-text/a")]  # once each; b-text/a on its own
 
 
 def test_post_init_covers_the_skipped_default_init(monkeypatch):
