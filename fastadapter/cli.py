@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     demo.set_defaults(run=_demo)
     bench = commands.add_parser("bench", help="re-measure the paper's training-cost claims (table, JSON, plot)")
     bench.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
-                       help="cpu: float32, batch 2 at 224 px, 4 steps (default); gpu: bf16, batch 32 at 384 px")
+                       help="cpu: float32, batch 2 at 224 px, 4 steps, 6 pairs in a paired run (default); gpu: bf16, "
+                            "batch 32 at 384 px, 10 steps")
     bench.add_argument("--modes", help="comma-separated subset of a,b,b-text,c,c-text,d,e (default: all)")
     bench.add_argument("--pairs", help="comma-separated ratios X/Y (e.g. b/a,b-text/a) each timed in one process, "
                        "the two modes' steps alternating, so that machine drift cancels (default: c/b and b/a, "
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     bench.add_argument("--out", default=".", help="directory for bench.json and bench.png (default: .)")
     bench.add_argument("--batch", type=int, help="override the preset's batch size")
     bench.add_argument("--image-size", type=int, help="override the preset's image size")
-    bench.add_argument("--steps", type=int, help="override the preset's timed steps")
+    bench.add_argument("--steps", type=int, help="override the preset's timed steps (and pairs of steps in a paired run)")
     bench.add_argument("--warmup", type=int, help="override the preset's warm-up steps")
     bench.add_argument("--bottleneck", type=int, help="adapter bottleneck r (default 256)")
     bench.set_defaults(run=_bench)

@@ -205,6 +205,7 @@ def test_default_pairs_ride_in_their_numerators_process(tmp_path, capsys):
         assert paired["how"].startswith(how) and paired["steps_each"] == 1
         assert paired["ratio"] == pytest.approx(paired["step_s"][num] / paired["step_s"][den])
         assert "paired" not in report["results"][num]
+    assert report["preset"]["pair_steps"] is None and bench.PRESETS["cpu"].pairs == 6  # --steps sets both
     assert report["direction"]["b"]["time"]["from"] == "paired"
     assert report["direction"]["c"]["time"]["from"] == "separate"
     out = capsys.readouterr().out

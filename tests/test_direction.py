@@ -27,8 +27,8 @@ def test_separation_p_is_the_exact_rank_test():
 
 
 @pytest.mark.parametrize("ours, verdict", [
-    ([1.0, 1.1, 1.2, 1.05], "holds"),  # every step faster than every step of (a)
-    ([3.0, 3.1, 3.2, 3.05], "does not hold"),
+    ([1.0, 1.1, 1.2, 1.05], "holds (unpaired)"),  # every step faster than every step of (a)
+    ([3.0, 3.1, 3.2, 3.05], "does not hold (unpaired)"),
     ([1.0, 2.5, 1.2, 1.05], "not resolved"),  # overlaps (a)'s steps
 ])
 def test_time_from_separate_processes(ours, verdict):
@@ -44,17 +44,30 @@ def test_too_few_separate_steps_decide_nothing():
     assert judged["verdict"] == "not resolved" and "too few" in judged["evidence"]
 
 
-@pytest.mark.parametrize("interval, verdict", [((0.6, 0.7), "holds"), ((1.1, 1.2), "does not hold"),
-                                               ((0.95, 1.04), "not resolved")])
-def test_a_paired_run_decides_over_separate_processes(interval, verdict):
-    # the separate processes alone would say "holds"; the paired interval is what counts
-    paired = {"b/a": {"ratio": sum(interval) / 2, "steps_each": 40, "pairs_wall_time": {"median_ci95": list(interval)},
+def test_sign_test_p_is_exact():
+    assert direction.sign_test_p(0, 6) == pytest.approx(2 / 64)  # the fewest pairs that can decide at 0.05
+    assert direction.sign_test_p(6, 6) == pytest.approx(2 / 64)
+    assert direction.sign_test_p(0, 4) == pytest.approx(0.125)
+    assert direction.sign_test_p(7, 8) == pytest.approx(2 * 9 / 256)
+    assert direction.sign_test_p(4, 8) == 1.0
+
+
+@pytest.mark.parametrize("interval, faster, pairs, verdict", [
+    ((0.6, 0.7), 40, 40, "holds"), ((1.1, 1.2), 0, 40, "does not hold"), ((0.95, 1.04), 20, 40, "not resolved"),
+    ((0.6, 0.7), 4, 4, "not resolved"),  # every pair faster, but 4 pairs cannot decide (sign test p = 0.125)
+    ((1.1, 1.2), 1, 8, "not resolved"),  # 7 of 8 slower: p = 0.07
+])
+def test_a_paired_run_decides_over_separate_processes(interval, faster, pairs, verdict):
+    # the separate processes alone would say "holds"; the paired run is what counts
+    paired = {"b/a": {"ratio": sum(interval) / 2, "steps_each": pairs,
+                      "pairs_wall_time": {"median_ci95": list(interval), "numerator_faster": faster, "pairs": pairs},
                       "phases_s": {"b": {"forward": 1.0, "backward": 2.0, "optimizer": 0.01},
                                    "a": {"forward": 0.9, "backward": 1.0, "optimizer": 0.2}}}}
     report = _report({"a": _result([2.0, 2.1, 2.2, 2.05], 10), "b": _result([1.0, 1.1, 1.2, 1.05], 5)}, paired)
     judged = direction.time_verdict(report, "b")
     assert judged == {"ratio": sum(interval) / 2, "verdict": verdict, "from": "paired",
-                      "evidence": judged["evidence"]} and "40 pairs" in judged["evidence"]
+                      "evidence": judged["evidence"]}
+    assert f"{pairs} pairs of steps, (b) faster in {faster} (sign test p = " in judged["evidence"]
     # why: the phases come from the paired run too
     assert "backward 2000 against 1000 ms (+1000)" in direction.why(report, "b")
 
@@ -70,7 +83,7 @@ def test_verdicts_memory_why_and_report_section():
     assert judged.keys() == {"b", "b-text"}  # failed and unmeasured modes are not judged
     assert judged["b"]["memory"] == {"ratio": 0.5, "verdict": "holds", "evidence": "peak RSS (process)"}
     assert judged["b-text"]["memory"]["verdict"] == "does not hold"  # 1.2x (a)'s peak
-    assert judged["b"]["time"]["verdict"] == "does not hold"
+    assert judged["b"]["time"]["verdict"] == "does not hold (unpaired)"
     assert "vision encoder, which (a) freezes and skips" in judged["b"]["why"]
     assert "skips the backward pass through the vision encoder" in judged["b-text"]["why"]
     # grad + two AdamW moments in float32: 12 bytes per trained parameter
@@ -78,8 +91,8 @@ def test_verdicts_memory_why_and_report_section():
     assert f"{6 * 9_474_048 / 2**20:.1f} MiB" in direction.state(results["b"], "bfloat16")
     report["direction"] = judged
     text = "\n".join(direction.markdown(report))
-    assert "| b | 0.500 | holds | 1.482 | does not hold |" in text
-    assert "`--pairs b/a,b-text/a`" in text  # judged from separate processes: say how to pair them
+    assert "| b | 0.500 | holds | 1.482 | does not hold (unpaired) |" in text
+    assert "`--pairs b/a,b-text/a --steps 20`" in text  # judged from separate processes: say how to pair them
 
 
 def test_no_verdict_without_mode_a():

@@ -110,3 +110,25 @@ def test_cuda_names_its_bottleneck_limit():
     with pytest.raises(RuntimeError, match="at most 3072, got 3073"):
         torch.ops.fastadapter.norm_act_backward(torch.randn_like(h), h, mean, rstd, weight, None, "gelu", "layernorm")
 
+
+
+def test_timed_step_phases_from_cuda_events():
+    """The bench's step split on GPU: CUDA events between forward, backward and optimizer, no syncs added; the
+    device time between the first and the last event lies within the host's time for the whole step."""
+    from fastadapter import measure
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(1024, 1024, device="cuda")
+
+        def forward(self, x):
+            return type("Output", (), {"loss": self.linear(x).square().mean()})()
+
+    model = Model()
+    optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+    x = torch.randn(4096, 1024, device="cuda")
+    for _ in range(2):
+        step = measure.timed_train_step(model, {"x": x}, optimizer, "cuda")
+    assert step.phases.keys() == set(measure.PHASES) and min(step.phases.values()) > 0
+    assert sum(step.phases.values()) <= step.seconds * 1.001 and model.linear.weight.grad is None
