@@ -352,16 +352,20 @@ def paired(preset: Preset, numerator: str, denominator: str, checkpoint: str | N
     return out
 
 
-# Imported once by the fork server that starts every measurement's process: torch and transformers take ~7 s
-# to import on 2 CPU cores, each time. None of them touches CUDA on import, so a forked process can still use it.
+# Imported once by the fork server that starts every CPU measurement's process: torch and transformers take ~7 s
+# to import on 2 CPU cores, each time.
 _PRELOAD = ["torch", "transformers.models.blip.modeling_blip", "transformers.models.blip.modeling_blip_text"]
 
 
-def _in_fresh_process(fn, *args):
-    """fn(*args) in a new process (so that its peak memory is its own), forked from a server that has already
-    imported torch and transformers."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(_PRELOAD)
+def _in_fresh_process(device: str, fn, *args):
+    """fn(*args) in a new process, so that its peak memory is its own: for CPU runs forked from a server that has
+    already imported torch and transformers; for CUDA runs spawned, so that nothing a library did on import can
+    have initialised CUDA before the fork."""
+    if device == "cpu":
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+    else:
+        context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(fn, *args).result()
 
@@ -542,7 +546,8 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
             return
         then_paired = riding.get(mode)
         try:
-            results[mode] = _in_fresh_process(run_mode, mode, preset, checkpoint, 0, then_paired)
+            results[mode] = _in_fresh_process(preset.device, run_mode, mode, preset, checkpoint, 0,
+                                              then_paired)
             if then_paired:
                 report["paired"][f"{mode}/{then_paired}"] = results[mode].pop("paired")
         except Exception as error:  # one broken mode must not lose the others' measurements
@@ -554,7 +559,8 @@ def run(preset_name: str = "cpu", modes: list[str] | None = None, checkpoint: st
     def measure_pair(numerator: str, denominator: str) -> None:
         name = f"{numerator}/{denominator}"
         try:
-            report["paired"][name] = _in_fresh_process(paired, preset, numerator, denominator, checkpoint, 0)
+            report["paired"][name] = _in_fresh_process(preset.device, paired, preset, numerator, denominator,
+                                                       checkpoint, 0)
         except Exception as error:  # as for a mode: keep what the other runs measured
             report["paired"][name] = {"failed": failed(f"paired {name}", error)}
 

@@ -71,7 +71,7 @@ def test_bench_on_a_checkpoint_takes_its_image_size(tmp_path, capsys):
 
 
 def test_no_stale_plot_when_nothing_was_measured(tmp_path, monkeypatch, capsys):
-    def broken(fn, *args):
+    def broken(device, fn, *args):
         raise RuntimeError("out of memory")
 
     (tmp_path / "bench.png").write_bytes(b"an earlier run's chart")
@@ -178,10 +178,10 @@ def test_pairs_are_checked():
 def test_a_failing_mode_keeps_the_others(tmp_path, monkeypatch, capsys):
     real = bench._in_fresh_process
 
-    def broken_for_b_text(fn, *args):
+    def broken_for_b_text(device, fn, *args):
         if args and args[0] == "b-text":
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return real(fn, *args)
+        return real(device, fn, *args)
 
     monkeypatch.setattr(bench, "_in_fresh_process", broken_for_b_text)
     report = bench.run("cpu", ["a", "b-text"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0,
@@ -228,7 +228,7 @@ def test_requested_pairs_run_in_their_own_process(tmp_path, capsys):
 def test_no_pairs_when_none_are_asked_for(tmp_path, monkeypatch):
     ran = []
 
-    def record(fn, *args):
+    def record(device, fn, *args):
         # run_mode: the mode it pairs with afterwards, or None; paired: its pair
         ran.append((fn.__name__, args[-1] if fn is bench.run_mode else "/".join(args[1:3])))
         raise RuntimeError("not run in this test")
@@ -312,3 +312,22 @@ def test_step_phases_script_runs():
     for line in rows.values():
         forward, backward, optimizer, step = (float(v) for v in line.split("|")[3:7])
         assert min(forward, backward, optimizer) > 0 and step == pytest.approx(forward + backward + optimizer, abs=2)
+
+
+def test_measurements_run_in_fresh_processes(monkeypatch):
+    """Each measurement gets its own process (its own peak memory): on CPU forked from a server with torch and
+    transformers imported, on CUDA spawned (no library's import may have touched CUDA before a fork)."""
+    import multiprocessing
+    import os
+
+    methods = []
+    real = multiprocessing.get_context
+
+    def recording(method):
+        methods.append(method)
+        return real(method)
+
+    monkeypatch.setattr(bench.multiprocessing, "get_context", recording)
+    for device in ("cpu", "cuda"):
+        assert bench._in_fresh_process(device, os.getpid) != os.getpid()
+    assert methods == ["forkserver", "spawn"]
