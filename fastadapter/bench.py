@@ -55,7 +55,7 @@ MODES = {
 }
 NOT_BUILT = {"d": "not measured: the fused ITC/ITM/LM losses are not built yet"}
 # Pairs (numerator, denominator) whose modes differ only in the adapters' implementation: `paired` times them
-# on one model whose adapters switch implementation, and (c)/(b) rides in mode (c)'s process.
+# on one model whose adapters switch implementation.
 SAME_ADAPTERS = {("c", "b"), ("c-text", "b-text")}
 # Paired by default when both modes run: fused against eager adapters, and the paper's placement against (a),
 # the verdict closest to 1 on CPU (0.87-1.38 across separate processes, 1.17-1.21 paired).
@@ -74,7 +74,7 @@ class Preset:
     pair_steps: int | None = None  # pairs of steps in a paired run (None: as many as steps)
 
     @property
-    def pairs(self) -> int:
+    def pairs_per_run(self) -> int:
         return self.pair_steps or self.steps
 
 
@@ -239,7 +239,8 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
     result = {
         "mode": mode, "label": MODES[mode], "trainable": sum(p.numel() for p in trainable), "step_s": step_s,
         "step_min_s": min(times), "step_max_s": max(times), "images_per_s": preset.batch / step_s,
-        "step_times_s": times, "phases_s": _medians(phases), "losses": losses, "saved_bytes": saved, "adapters": summary.adapters,
+        "step_times_s": times, "phases_s": _medians(phases), "losses": losses, "saved_bytes": saved,
+        "adapters": summary.adapters,
     }
     if mode == "a":
         result["untied_trainable"] = summary.decoder_full_untied
@@ -334,7 +335,7 @@ def paired(preset: Preset, numerator: str, denominator: str, checkpoint: str | N
     wall, cpu = {mode: [] for mode in steps}, {mode: [] for mode in steps}
     phases = {mode: {} for mode in steps}
     order = (denominator, numerator)
-    for pair in range(preset.warmup + preset.pairs):
+    for pair in range(preset.warmup + preset.pairs_per_run):
         for mode in order if pair % 2 == 0 else order[::-1]:
             seconds, cpu_seconds, by_phase = steps[mode]()
             if pair >= preset.warmup:

@@ -62,7 +62,8 @@ def main(argv=None) -> int:
     bench.add_argument("--out", default=".", help="directory for bench.json and bench.png (default: .)")
     bench.add_argument("--batch", type=int, help="override the preset's batch size")
     bench.add_argument("--image-size", type=int, help="override the preset's image size")
-    bench.add_argument("--steps", type=int, help="override the preset's timed steps (and pairs of steps in a paired run)")
+    bench.add_argument("--steps", type=int,
+                       help="override the preset's timed steps (and pairs of steps in a paired run)")
     bench.add_argument("--warmup", type=int, help="override the preset's warm-up steps")
     bench.add_argument("--bottleneck", type=int, help="adapter bottleneck r (default 256)")
     bench.set_defaults(run=_bench)

@@ -104,7 +104,8 @@ def _fake_steps(monkeypatch, name_of, seconds, cpu_seconds):
         order.append(name_of(model, optimizer))
         clock["cpu"] += next(cpu_seconds[order[-1]])
         wall = next(seconds[order[-1]])
-        return measure.TrainStep(wall, torch.zeros(()), {"forward": wall / 2, "backward": wall / 4, "optimizer": wall / 4})
+        phases = {"forward": wall / 2, "backward": wall / 4, "optimizer": wall / 4}
+        return measure.TrainStep(wall, torch.zeros(()), phases)
 
     monkeypatch.setattr(measure, "timed_train_step", fake_step)
     monkeypatch.setattr(bench.time, "process_time", lambda: clock["cpu"])
@@ -205,7 +206,7 @@ def test_default_pairs_ride_in_their_numerators_process(tmp_path, capsys):
         assert paired["how"].startswith(how) and paired["steps_each"] == 1
         assert paired["ratio"] == pytest.approx(paired["step_s"][num] / paired["step_s"][den])
         assert "paired" not in report["results"][num]
-    assert report["preset"]["pair_steps"] is None and bench.PRESETS["cpu"].pairs == 6  # --steps sets both
+    assert report["preset"]["pair_steps"] is None and bench.PRESETS["cpu"].pairs_per_run == 6  # --steps sets both
     assert report["direction"]["b"]["time"]["from"] == "paired"
     assert report["direction"]["c"]["time"]["from"] == "separate"
     out = capsys.readouterr().out
