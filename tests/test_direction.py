@@ -120,3 +120,29 @@ def test_a_timed_step_is_split_into_its_phases():
     assert step.phases.keys() == set(measure.PHASES) and min(step.phases.values()) > 0
     assert sum(step.phases.values()) <= step.seconds < sum(step.phases.values()) + 0.05
     assert step.loss.requires_grad is False
+
+
+def test_on_cuda_the_phases_come_from_events(monkeypatch):
+    """The GPU path of the split without a GPU: events recorded between the phases (no synchronisation but the
+    step's last), their elapsed times in ms turned into seconds, in order."""
+    clock = iter(range(100))
+    recorded = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+
+        def record(self):
+            self.at = next(clock)  # one tick after the event before; a tick is 250 ms below
+            recorded.append(self)
+
+        def elapsed_time(self, end):
+            return (end.at - self.at) * 250.0
+
+    syncs = []
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(measure, "_synchronize", syncs.append)
+    model = _Model()
+    step = measure.timed_train_step(model, {"x": torch.randn(4, 64)}, torch.optim.AdamW(model.parameters()), "cuda")
+    assert len(recorded) == 4 and syncs == ["cuda"]
+    assert step.phases == {"forward": 0.25, "backward": 0.25, "optimizer": 0.25}
