@@ -38,6 +38,10 @@ def sign_test_p(k: int, n: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def _p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+
+
 def time_verdict(report: dict, mode: str) -> dict:
     """Step time of mode against (a): ratio, verdict, and what it was judged from ("paired" or "separate")."""
     pair = report["paired"].get(f"{mode}/a")
@@ -48,7 +52,7 @@ def time_verdict(report: dict, mode: str) -> dict:
         side = HOLDS if high < 1 else FAILS if low > 1 else UNRESOLVED
         return {"ratio": pair["ratio"], "verdict": side if p <= ALPHA else UNRESOLVED, "from": "paired",
                 "evidence": f"one process, {spread['pairs']} pairs of steps, ({mode}) faster in "
-                            f"{spread['numerator_faster']} (sign test p = {p:.3f}); the per-pair ratio's median in "
+                            f"{spread['numerator_faster']} (sign test p = {_p(p)}); the per-pair ratio's median in "
                             f"[{low:.3f}, {high:.3f}] (95%)"}
     ours, full = report["results"][mode]["step_times_s"], report["results"]["a"]["step_times_s"]
     out = {"ratio": statistics.median(ours) / statistics.median(full), "verdict": UNRESOLVED, "from": "separate"}
@@ -61,7 +65,7 @@ def time_verdict(report: dict, mode: str) -> dict:
         return {**out, "evidence": f"separate processes: every step of ({mode}) {side}, but {counts} are too few "
                                    f"(rank test p = {p:.2f})"}
     return {**out, "verdict": (HOLDS if side == "faster" else FAILS) + UNPAIRED,
-            "evidence": f"separate processes, {counts}: every step of ({mode}) {side} (rank test p = {p:.3f})"}
+            "evidence": f"separate processes, {counts}: every step of ({mode}) {side} (rank test p = {_p(p)})"}
 
 
 def _size(n: float) -> str:
