@@ -1,6 +1,8 @@
-"""Does the paper's direction hold on this machine? Adapters fine-tune BLIP in less memory and less time per
-step than full fine-tuning (§4.2). Each adapter mode of a `fastadapter bench` report is judged against mode (a)
-on what the run measured, with its evidence and, from the step's phases and the training state, why.
+"""Verdicts on what a `fastadapter bench` report measured.
+
+Does the paper's direction hold on this machine? Adapters fine-tune BLIP in less memory and less time per step
+than full fine-tuning (§4.2). Each adapter mode is judged against mode (a) on what the run measured, with its
+evidence and, from the step's phases and the training state, why.
 
 Time: from a paired run of the mode against (a) when there is one, decided when the 95% interval of the
 per-pair median ratio lies below or above 1 and a sign test on the pairs agrees at p <= 0.05 (6 pairs or
@@ -10,6 +12,8 @@ other and so many steps make that unlikely by chance (an exact rank test; 4 step
 processes gave (b)/(a) 0.87-1.38, paired runs 1.17-1.21). Anything else is "not resolved", with the command that
 would resolve it.
 Memory: the ratio of the peaks (they repeat to the third digit between runs).
+fastadapter's own target, fused adapters at least as fast as eager ones and saving less for backward, is judged
+the same way for each fused/eager pair measured.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 
 ADAPTER_MODES = ("b", "b-text", "c", "c-text", "e")
 VISION_MODES = {"b", "c", "e"}  # adapters in the vision tower as well
+FUSED_PAIRS = (("c", "b"), ("c-text", "b-text"))  # fused against eager adapters, the same towers
 HOLDS, FAILS, UNRESOLVED = "holds", "does not hold", "not resolved"
 UNPAIRED = " (unpaired)"  # a verdict from separate processes, which the machine's drift between them can also make
 ALPHA = 0.05
@@ -42,30 +47,43 @@ def _p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
 
 
-def time_verdict(report: dict, mode: str) -> dict:
-    """Step time of mode against (a): ratio, verdict, and what it was judged from ("paired" or "separate")."""
-    pair = report["paired"].get(f"{mode}/a")
+def compare_times(report: dict, numerator: str, denominator: str) -> dict:
+    """Step time of numerator against denominator: ratio, side ("faster", "slower" or None: not resolved), what it
+    was judged from ("paired" or "separate") and the evidence, as the module docstring says."""
+    pair = report["paired"].get(f"{numerator}/{denominator}")
     if pair and "failed" not in pair:
         spread = pair["pairs_wall_time"]
         low, high = spread["median_ci95"]
         p = sign_test_p(spread["numerator_faster"], spread["pairs"])
-        side = HOLDS if high < 1 else FAILS if low > 1 else UNRESOLVED
-        return {"ratio": pair["ratio"], "verdict": side if p <= ALPHA else UNRESOLVED, "from": "paired",
-                "evidence": f"one process, {spread['pairs']} pairs of steps, ({mode}) faster in "
+        side = "faster" if high < 1 else "slower" if low > 1 else None
+        return {"ratio": pair["ratio"], "side": side if p <= ALPHA else None, "from": "paired",
+                "evidence": f"one process, {spread['pairs']} pairs of steps, ({numerator}) faster in "
                             f"{spread['numerator_faster']} (sign test p = {_p(p)}); the per-pair ratio's median in "
                             f"[{low:.3f}, {high:.3f}] (95%)"}
-    ours, full = report["results"][mode]["step_times_s"], report["results"]["a"]["step_times_s"]
-    out = {"ratio": statistics.median(ours) / statistics.median(full), "verdict": UNRESOLVED, "from": "separate"}
-    side = "faster" if max(ours) < min(full) else "slower" if min(ours) > max(full) else None
+    ours, theirs = (report["results"][m]["step_times_s"] for m in (numerator, denominator))
+    out = {"ratio": statistics.median(ours) / statistics.median(theirs), "side": None, "from": "separate"}
+    side = "faster" if max(ours) < min(theirs) else "slower" if min(ours) > max(theirs) else None
     if side is None:
         return {**out, "evidence": "separate processes: the step times overlap"}
-    p = separation_p(len(ours), len(full))
-    counts = f"{len(ours)} and {len(full)} steps"
+    p = separation_p(len(ours), len(theirs))
+    counts = f"{len(ours)} and {len(theirs)} steps"
     if p > ALPHA:
-        return {**out, "evidence": f"separate processes: every step of ({mode}) {side}, but {counts} are too few "
-                                   f"(rank test p = {p:.2f})"}
-    return {**out, "verdict": (HOLDS if side == "faster" else FAILS) + UNPAIRED,
-            "evidence": f"separate processes, {counts}: every step of ({mode}) {side} (rank test p = {_p(p)})"}
+        return {**out, "evidence": f"separate processes: every step of ({numerator}) {side}, but {counts} are too "
+                                   f"few (rank test p = {p:.2f})"}
+    return {**out, "side": side,
+            "evidence": f"separate processes, {counts}: every step of ({numerator}) {side} (rank test p = {_p(p)})"}
+
+
+def _verdict(compared: dict, words: dict[str | None, str]) -> str:
+    """compared's side in the given words, marked (unpaired) when separate processes decided it."""
+    unpaired = compared["side"] is not None and compared["from"] == "separate"
+    return words[compared["side"]] + (UNPAIRED if unpaired else "")
+
+
+def time_verdict(report: dict, mode: str) -> dict:
+    """Step time of mode against (a), with the paper's direction as verdict."""
+    compared = compare_times(report, mode, "a")
+    return {**compared, "verdict": _verdict(compared, {"faster": HOLDS, "slower": FAILS, None: UNRESOLVED})}
 
 
 def _size(n: float) -> str:
@@ -105,6 +123,21 @@ def why(report: dict, mode: str) -> str:
     return " ".join(parts)
 
 
+def fused_verdicts(report: dict) -> dict[str, dict]:
+    """fastadapter's own target per fused/eager pair measured: fused adapters at least as fast as eager ones, and
+    saving less for backward."""
+    results, out = report["results"], {}
+    for fused, eager in FUSED_PAIRS:
+        if "step_s" in results.get(fused, {}) and "step_s" in results.get(eager, {}):
+            compared = compare_times(report, fused, eager)
+            saved = results[fused]["saved_bytes"] / results[eager]["saved_bytes"]
+            out[f"{fused}/{eager}"] = {
+                "time": {**compared, "verdict": _verdict(compared, {"faster": "faster", "slower": "slower",
+                                                                    None: "no difference resolved"})},
+                "saved": {"ratio": saved, "verdict": "less" if saved < 1 else "not less"}}
+    return out
+
+
 def verdicts(report: dict) -> dict[str, dict]:
     """Per measured adapter mode: memory and time against (a), each with ratio and verdict, and why."""
     results = report["results"]
@@ -141,4 +174,17 @@ def markdown(report: dict) -> list[str]:
                   "process, their steps alternating."]
     lines += ["", f"Why: (a) {state(report['results']['a'], report['preset']['dtype'])}. Against it:"]
     lines += [f"- ({mode}) {report['results'][mode]['label']}: {v['why']}" for mode, v in verdicts.items()]
+    return lines
+
+
+def fused_markdown(report: dict) -> list[str]:
+    """The report's lines on fused against eager adapters (none when no such pair was measured)."""
+    fused = report.get("fused_against_eager") or {}
+    if not fused:
+        return []
+    lines = ["", "Fused against eager adapters (fastadapter's target: at least as fast, less saved for backward):", "",
+             "| pair | step time | time | judged from | saved for backward | saved |", "|---|---:|---|---|---:|---|"]
+    for name, v in fused.items():
+        lines.append(f"| {name} | {v['time']['ratio']:.3f} | {v['time']['verdict']} | {v['time']['evidence']} | "
+                     f"{v['saved']['ratio']:.3f} | {v['saved']['verdict']} |")
     return lines

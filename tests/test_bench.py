@@ -209,6 +209,7 @@ def test_default_pairs_ride_in_their_numerators_process(tmp_path, capsys):
     assert report["preset"]["pair_steps"] is None and bench.PRESETS["cpu"].pairs_per_run == 6  # --steps sets both
     assert report["direction"]["b"]["time"]["from"] == "paired"
     assert report["direction"]["c"]["time"]["from"] == "separate"
+    assert report["fused_against_eager"]["c/b"]["time"]["from"] == "paired"
     out = capsys.readouterr().out
     assert "(c) against (b) in one process, the same adapters switching" in out
     assert "(b) against (a) in one process, each mode its own model" in out
@@ -242,8 +243,10 @@ def test_no_pairs_when_none_are_asked_for(tmp_path, monkeypatch):
     bench.run("cpu", ["b", "c"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0, bottleneck=8)
     assert ran == [("run_mode", None), ("run_mode", "b")]  # by default (c)/(b) rides in mode c's process
     ran.clear()
-    bench.run("cpu", ["a", "b", "c"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0, bottleneck=8)
-    assert ran == [("run_mode", None), ("run_mode", "a"), ("run_mode", "b")]  # and (b)/(a) in mode b's
+    bench.run("cpu", ["a", "b", "c", "b-text", "c-text"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1,
+              warmup=0, bottleneck=8)
+    # and (b)/(a) in mode b's, (c-text)/(b-text) in mode c-text's
+    assert ran == [("run_mode", None), ("run_mode", "a"), ("run_mode", "b"), ("run_mode", None), ("run_mode", "b-text")]
     ran.clear()
     bench.run("cpu", ["a", "b"], out_dir=str(tmp_path), pairs=[("b", "a"), ("b", "a"), ("b-text", "a")], batch=1,
               image_size=32, steps=1, warmup=0, bottleneck=8)

@@ -65,8 +65,7 @@ def test_a_paired_run_decides_over_separate_processes(interval, faster, pairs, v
                                    "a": {"forward": 0.9, "backward": 1.0, "optimizer": 0.2}}}}
     report = _report({"a": _result([2.0, 2.1, 2.2, 2.05], 10), "b": _result([1.0, 1.1, 1.2, 1.05], 5)}, paired)
     judged = direction.time_verdict(report, "b")
-    assert judged == {"ratio": sum(interval) / 2, "verdict": verdict, "from": "paired",
-                      "evidence": judged["evidence"]}
+    assert judged["ratio"] == sum(interval) / 2 and judged["verdict"] == verdict and judged["from"] == "paired"
     assert f"{pairs} pairs of steps, (b) faster in {faster} (sign test p = " in judged["evidence"]
     if pairs == 40 and faster in (0, 40):
         assert "(sign test p = 2e-12)" in judged["evidence"]  # not rounded to 0.000
@@ -148,3 +147,22 @@ def test_on_cuda_the_phases_come_from_events(monkeypatch):
     step = measure.timed_train_step(model, {"x": torch.randn(4, 64)}, torch.optim.AdamW(model.parameters()), "cuda")
     assert len(recorded) == 4 and syncs == ["cuda"]
     assert step.phases == {"forward": 0.25, "backward": 0.25, "optimizer": 0.25}
+
+
+def test_fused_against_eager_adapters():
+    """fastadapter's own target: (c) at least as fast as (b) and saving less for backward, judged like the rest."""
+    results = {"b": _result([2.0, 2.1, 2.2, 2.05], 10, saved=200),
+               "c": _result([2.0, 2.1, 2.2, 2.05], 10, saved=190),
+               "b-text": _result([1.0, 1.1, 1.2, 1.05], 5, saved=50),
+               "c-text": _result([2.0, 2.1, 2.2, 2.3], 5, saved=60)}
+    paired = {"c/b": {"ratio": 0.99, "steps_each": 6,
+                      "pairs_wall_time": {"median_ci95": [0.95, 1.02], "numerator_faster": 4, "pairs": 6}}}
+    judged = direction.fused_verdicts(_report(results, paired))
+    assert judged["c/b"]["time"]["verdict"] == "no difference resolved" and judged["c/b"]["time"]["from"] == "paired"
+    assert judged["c/b"]["saved"] == {"ratio": 0.95, "verdict": "less"}
+    # no paired run: separate processes, marked as such
+    assert judged["c-text/b-text"]["time"]["verdict"] == "slower (unpaired)"
+    assert judged["c-text/b-text"]["saved"]["verdict"] == "not less"
+    text = "\n".join(direction.fused_markdown({"fused_against_eager": judged}))
+    assert "| c/b | 0.990 | no difference resolved | one process, 6 pairs" in text
+    assert direction.fused_markdown({"fused_against_eager": {}}) == []
