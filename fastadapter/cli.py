@@ -55,8 +55,8 @@ def main(argv=None) -> int:
                             "batch 32 at 384 px, 10 steps")
     bench.add_argument("--modes", help="comma-separated subset of a,b,b-text,c,c-text,d,e (default: all)")
     bench.add_argument("--pairs", help="comma-separated ratios X/Y (e.g. b/a,b-text/a) each timed in one process, "
-                       "the two modes' steps alternating, so that machine drift cancels (default: c/b, c-text/b-text "
-                       "and b/a, each when both its modes run; an empty string: none)")
+                       "the two modes' steps alternating, so that machine drift cancels (default: c/b and b/a, "
+                       "each when both its modes run; an empty string: none)")
     bench.add_argument("--model", help="a local BlipForConditionalGeneration checkpoint (default: BLIP-base "
                                        "shapes from BlipConfig, random weights)")
     bench.add_argument("--out", default=".", help="directory for bench.json and bench.png (default: .)")

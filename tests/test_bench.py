@@ -139,6 +139,22 @@ def test_paired_run_alternates_which_side_goes_first(monkeypatch):
     assert cpu["numerator_faster"] == 2
 
 
+def test_a_fused_eager_pair_on_a_measured_model_skips_the_warm_up(monkeypatch):
+    """Riding in mode (c)'s process, (c)/(b) reuses the model (c) has just been measured on: no warm-up pair."""
+    import fastadapter
+
+    def mode_of(model, optimizer):
+        return "b" if next(iter(fastadapter.adapters(model).values())).config.backend == "reference" else "c"
+
+    preset = bench.Preset("cpu", "float32", batch=1, image_size=32, steps=2, warmup=1, bottleneck=8)
+    setup = bench.setup_mode(preset, "c")
+    order = _fake_steps(monkeypatch, mode_of, {m: iter([1.0] * 9) for m in "bc"}, {m: iter([1.0] * 9) for m in "bc"})
+    assert bench.paired(preset, "c", "b", numerator_setup=setup)["steps_each"] == 2 and len(order) == 4
+    order.clear()
+    bench.paired(preset, "c", "b")  # a model of its own: one warm-up pair first
+    assert len(order) == 6
+
+
 def test_paired_modes_each_train_their_own_model(monkeypatch):
     """A pair that is not fused/eager of the same adapters (here b/a) alternates two models, each prepared for
     its mode: (a) trains the whole decoder without adapters, (b) only eager adapters."""
@@ -245,8 +261,8 @@ def test_no_pairs_when_none_are_asked_for(tmp_path, monkeypatch):
     ran.clear()
     bench.run("cpu", ["a", "b", "c", "b-text", "c-text"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1,
               warmup=0, bottleneck=8)
-    # and (b)/(a) in mode b's, (c-text)/(b-text) in mode c-text's
-    assert ran == [("run_mode", None), ("run_mode", "a"), ("run_mode", "b"), ("run_mode", None), ("run_mode", "b-text")]
+    # and (b)/(a) in mode b's; (c-text)/(b-text) only when asked for
+    assert ran == [("run_mode", None), ("run_mode", "a"), ("run_mode", "b"), ("run_mode", None), ("run_mode", None)]
     ran.clear()
     bench.run("cpu", ["a", "b"], out_dir=str(tmp_path), pairs=[("b", "a"), ("b", "a"), ("b-text", "a")], batch=1,
               image_size=32, steps=1, warmup=0, bottleneck=8)
