@@ -11,7 +11,7 @@ other and so many steps make that unlikely by chance (an exact rank test; 4 step
 "(unpaired)": the machine's drift between the processes can do the same (on a shared 2-core guest separate
 processes gave (b)/(a) 0.87-1.38, paired runs 1.17-1.21). Anything else is "not resolved", with the command that
 would resolve it.
-Memory: the ratio of the peaks (they repeat to the third digit between runs).
+Memory: the ratio of the peaks (they repeat within a few percent between runs).
 fastadapter's own target, fused adapters at least as fast as eager ones and saving less for backward, is judged
 the same way for each fused/eager pair measured.
 """
