@@ -92,30 +92,25 @@ def _size(n: float) -> str:
 
 def state(result: dict, dtype: str) -> str:
     """What a mode keeps that scales with what it trains, and the activations it saves."""
-    per_parameter = 3 * torch.empty(0, dtype=getattr(torch, dtype)).element_size()  # grad + AdamW's two moments
+    per_parameter = 3 * getattr(torch, dtype).itemsize  # grad + AdamW's two moments
     return (f"trains {result['trainable']:,} parameters ({_size(per_parameter * result['trainable'])} of grads and "
             f"AdamW moments in {dtype}) and saves {_size(result['saved_bytes'])} of activations for backward")
 
 
-def _phases(report: dict, mode: str) -> dict[str, dict[str, float]] | None:
+def _phases(report: dict, mode: str) -> dict[str, dict[str, float]]:
     """Median phase seconds of mode and (a): from their paired run when there is one (same process)."""
     pair = report["paired"].get(f"{mode}/a")
-    if pair and "failed" not in pair and "phases_s" in pair:
+    if pair and "failed" not in pair:
         return pair["phases_s"]
-    results = report["results"]
-    if "phases_s" in results[mode] and "phases_s" in results["a"]:
-        return {mode: results[mode]["phases_s"], "a": results["a"]["phases_s"]}
-    return None
+    return {m: report["results"][m]["phases_s"] for m in (mode, "a")}
 
 
 def why(report: dict, mode: str) -> str:
     """Where the mode's step time and memory differ from (a)'s: time per phase, what it trains and saves."""
-    parts = []
     phases = _phases(report, mode)
-    if phases:
-        parts.append("per step " + ", ".join(
-            f"{name} {phases[mode][name] * 1e3:.0f} against {phases['a'][name] * 1e3:.0f} ms "
-            f"({(phases[mode][name] - phases['a'][name]) * 1e3:+.0f})" for name in phases[mode]) + ";")
+    parts = ["per step " + ", ".join(
+        f"{name} {phases[mode][name] * 1e3:.0f} against {phases['a'][name] * 1e3:.0f} ms "
+        f"({(phases[mode][name] - phases['a'][name]) * 1e3:+.0f})" for name in phases[mode]) + ";"]
     parts.append(state(report["results"][mode], report["preset"]["dtype"]) + ".")
     parts.append("Adapters in the vision tower need a backward pass through the vision encoder, which (a) freezes "
                  "and skips, and keep its activations for it." if mode in VISION_MODES else
