@@ -279,6 +279,28 @@ def test_post_init_covers_the_skipped_default_init(monkeypatch):
     assert torch.nn.Linear(2, 2).weight.abs().sum() > 0  # torch's own init is back after construction
 
 
+def test_bench_models_draw_post_inits_distribution_from_a_pool():
+    """build_model's weights come from a pool of normal values (fast), each with post_init's mean and std, the
+    same for the same seed, different between tensors; torch's normal_ is back afterwards."""
+    preset = bench.Preset("cpu", "float32", batch=1, image_size=32, steps=1, warmup=0)
+    torch.manual_seed(3)
+    model = bench.build_model(None, preset)
+    torch.manual_seed(3)
+    again = bench.build_model(None, preset)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
+    std = model.config.text_config.initializer_range
+    attention = model.text_decoder.bert.encoder.layer[0].attention.self
+    embeddings = model.text_decoder.bert.embeddings.word_embeddings.weight  # larger than the pool: several slices
+    for weight in (attention.query.weight, attention.key.weight, embeddings):
+        assert abs(weight.std().item() / std - 1) < 0.01 and abs(weight.mean().item()) < 0.01 * std
+    assert embeddings.numel() > bench._NORMAL_POOL_SIZE
+    assert not torch.equal(attention.query.weight, attention.key.weight)
+    assert model.text_decoder.bert.encoder.layer[0].output.LayerNorm.weight.eq(1).all()  # post_init's other inits
+    assert torch.Tensor.normal_ is torch._C.TensorBase.normal_
+    x = torch.empty(1000).normal_(5.0, 2.0)
+    assert abs(x.mean().item() - 5) < 0.5 and abs(x.std().item() - 2) < 0.3
+
+
 def test_op_profile_script_runs_and_reads_its_figures():
     """benchmarks/op_profile.py (a GPU diagnostic, run by benchmarks/gpu/run.sh) at a tiny size on CPU, and its
     table's verdict on synthetic GPU figures: a call is host-bound when issuing it takes longer than its kernels."""

@@ -42,12 +42,13 @@ BOTTLENECKS = (1, 37, 256, 300, 1024, 3072)
 
 def _cases():
     """(capability, dtype, r, activation id, layernorm, has_bias): on sm_90 every dtype with every bottleneck,
-    activation, norm and bias taking turns so that each of their values occurs; on sm_80 every dtype at
-    r = 256 and at the largest blocks."""
+    activation, norm and bias taking turns so that each of their values occurs, and BLIP's own adapter (r = 256,
+    exact GELU, LayerNorm, bias) in every dtype; on sm_80 every dtype at r = 256 and at the largest blocks."""
     sm90 = [(90, dtype, r, i % 4, i % 2 == 0, i % 3 != 0)
             for i, (dtype, r) in enumerate(itertools.product(DTYPES, BOTTLENECKS))]
+    blip = [(90, dtype, 256, 0, True, True) for dtype in DTYPES]
     sm80 = [(80, dtype, r, 0, True, True) for dtype in DTYPES for r in (256, 3072)]
-    return sm90 + sm80
+    return sm90 + [case for case in blip if case not in sm90] + sm80
 
 
 CASES = _cases()
