@@ -253,14 +253,22 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
     model, batch, optimizer = setup_mode(preset, mode, checkpoint, seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     cuda = preset.device == "cuda"
-    saved, graph = saved_bytes(lambda: model(**batch).loss, exclude=model.parameters())
-    del graph
+    saved = None
+    if not preset.warmup:  # else the first warm-up step's forward counts them: one forward fewer
+        saved, graph = saved_bytes(lambda: model(**batch).loss, exclude=model.parameters())
+        del graph
     rss_before = rss_bytes()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times, losses, phases = [], [], {phase: [] for phase in PHASES}
     for step in range(preset.warmup + preset.steps):
+        if saved is None:  # an untimed warm-up step, its forward under the saved-tensor hooks
+            saved, loss = saved_bytes(lambda: model(**batch).loss, exclude=model.parameters())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            continue
         timed = timed_train_step(model, batch, optimizer, preset.device)
         if step >= preset.warmup:
             times.append(timed.seconds)

@@ -1,5 +1,6 @@
 """fastadapter bench on a tiny run: every mode trains, the report has table, JSON and plot."""
 
+import dataclasses
 import json
 import statistics
 
@@ -33,6 +34,17 @@ def test_bench_tiny_run(tmp_path, capsys):
         assert judged["time"]["verdict"] == "not resolved"  # one step each decides nothing
         assert judged["memory"]["ratio"] == pytest.approx(saved["results"][mode]["peak_bytes"] / a["peak_bytes"])
         assert saved["results"][mode]["phases_s"].keys() == {"forward", "backward", "optimizer"}
+
+
+@pytest.mark.parametrize("mode", ["a", "c-text"])
+def test_saved_bytes_counted_in_the_first_warm_up_step_as_before_it(mode):
+    """With a warm-up step, run_mode counts the bytes saved for backward in that step's forward instead of in a
+    forward of its own: the same bytes, and the step still trains (the timed steps see a stepped model)."""
+    preset = bench.Preset("cpu", "float32", batch=1, image_size=32, steps=1, warmup=0, bottleneck=8)
+    apart = bench.run_mode(mode, preset)
+    within = bench.run_mode(mode, dataclasses.replace(preset, warmup=1))
+    assert within["saved_bytes"] == apart["saved_bytes"] > 0
+    assert within["losses"] != apart["losses"]  # the warm-up step updated the weights before the timed one
 
 
 def test_bench_refuses_bad_requests(tmp_path):
