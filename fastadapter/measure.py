@@ -17,7 +17,8 @@ import torch
 
 def saved_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> tuple[int, object]:
     """Bytes of the unique storages autograd saves for backward while fn() runs, leaving out the storages of
-    `exclude` (parameters). Returns (bytes, fn's result): keep the result alive while you need the graph."""
+    `exclude` (parameters). Returns (bytes, fn's result): keep the result alive while you need the graph; a
+    backward through it works as without the hooks (first order)."""
     excluded = {t.untyped_storage().data_ptr() for t in exclude}
     storages: dict[int, int] = {}
 
@@ -25,7 +26,9 @@ def saved_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) 
         storage = t.untyped_storage()
         if storage.data_ptr() not in excluded:
             storages[storage.data_ptr()] = storage.nbytes()
-        return t
+        # Detached: a tensor an op saves of its own output (softmax, exp, the fused op's h) would otherwise hold
+        # its grad_fn, which holds it — a cycle through C++ that outlives the graph when no backward frees it.
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         result = fn()
