@@ -262,14 +262,15 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times, losses, phases = [], [], {phase: [] for phase in PHASES}
+
+    def train_step():
+        return timed_train_step(model, batch, optimizer, preset.device)
+
     for step in range(preset.warmup + preset.steps):
-        if saved is None:  # an untimed warm-up step, its forward under the saved-tensor hooks
-            saved, loss = saved_bytes(lambda: model(**batch).loss, exclude=model.parameters())
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            continue
-        timed = timed_train_step(model, batch, optimizer, preset.device)
+        if saved is None:  # the first warm-up step (untimed) runs under the saved-tensor hooks
+            saved, timed = saved_bytes(train_step, exclude=model.parameters())
+        else:
+            timed = train_step()
         if step >= preset.warmup:
             times.append(timed.seconds)
             losses.append(timed.loss.item())
