@@ -111,7 +111,6 @@ def test_cuda_names_its_bottleneck_limit():
         torch.ops.fastadapter.norm_act_backward(torch.randn_like(h), h, mean, rstd, weight, None, "gelu", "layernorm")
 
 
-
 def test_timed_step_phases_from_cuda_events():
     """The bench's step split on GPU: CUDA events between forward, backward and optimizer, no syncs added; the
     device time between the first and the last event lies within the host's time for the whole step."""

@@ -165,13 +165,13 @@ def test_kernels_compile_for_the_gpu(compiled, case):
 def _spill_table():
     """Every activation and norm with every dtype and bottleneck on sm_90 (bias on), as a Markdown table: where
     ptxas spills and whether per row. The test samples these; this is the whole picture for one triton."""
-    import triton
+    from fastadapter.kernels.adapter import ACTIVATION_IDS
 
     print(f"triton {triton.__version__}, sm_90, bias on; local-memory instructions outside / inside loops "
           f"(the forward has no loop)\n")
     print("| kernel | dtype | r | activation | norm | registers | spill bytes (stores + loads) | outside loops "
           "| inside loops |\n|---|---|---:|---:|---|---:|---:|---:|---:|")
-    activations = {0: "gelu", 1: "gelu_tanh", 2: "relu", 3: "silu"}
+    activations = {i: name for name, i in ACTIVATION_IDS.items()}
     for dtype, r, act, layernorm in itertools.product(DTYPES, BOTTLENECKS, activations, (True, False)):
         for kernel, result in _compile_case(90, dtype, r, act, layernorm, True).items():
             if kernel == "finish_sums" and (act or not layernorm):
