@@ -490,8 +490,9 @@ def markdown(report: dict) -> str:
     lines += ["", "Saved for backward: bytes of the activations autograd keeps in one forward (parameters "
               f"excluded). Peak memory is the {peak_kind}. Projected time = 40,000 images ÷ measured images/s "
               "(an extrapolation, not a run). Modes run one after "
-              "another in fresh processes: differences within the min–max spreads are noise, not a verdict.", "",
-              "| ratio | step time | saved for backward | peak memory |", "|---|---:|---:|---:|"]
+              "another in fresh processes: differences within the min–max spreads are noise, not a verdict."]
+    if report["ratios"]:  # none unless both modes of a ratio ran
+        lines += ["", "| ratio | step time | saved for backward | peak memory |", "|---|---:|---:|---:|"]
     for name, r in report["ratios"].items():
         lines.append(f"| {name} | {r['time']:.3f} | {r['saved']:.3f} | {r['memory']:.3f} |")
     for name, r in report["paired"].items():

@@ -14,6 +14,8 @@ would resolve it.
 Memory: the ratio of the peaks (they repeat within a few percent between runs).
 fastadapter's own target, fused adapters at least as fast as eager ones and saving less for backward, is judged
 the same way for each fused/eager pair measured.
+A paired run alone (say `--modes c --pairs c/b`) is judged on time; the memory or saved-bytes ratio then needs
+both modes' own runs and says "not measured".
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 ADAPTER_MODES = ("b", "b-text", "c", "c-text", "e")
 VISION_MODES = {"b", "c", "e"}  # adapters in the vision tower as well
 FUSED_PAIRS = (("c", "b"), ("c-text", "b-text"))  # fused against eager adapters, the same towers
-HOLDS, FAILS, UNRESOLVED = "holds", "does not hold", "not resolved"
+HOLDS, FAILS, UNRESOLVED, NOT_MEASURED = "holds", "does not hold", "not resolved", "not measured"
 UNPAIRED = " (unpaired)"  # a verdict from separate processes, which the machine's drift between them can also make
 ALPHA = 0.05
 
@@ -47,11 +49,28 @@ def _p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
 
 
+def _measured(report: dict, mode: str) -> bool:
+    return "step_s" in report["results"].get(mode, {})
+
+
+def _pair(report: dict, numerator: str, denominator: str) -> dict | None:
+    """The paired run numerator/denominator, when one ran and did not fail."""
+    pair = report["paired"].get(f"{numerator}/{denominator}")
+    return pair if pair and "failed" not in pair else None
+
+
+def _judged(report: dict, numerator: str, denominator: str) -> tuple[bool, bool]:
+    """(whether the two modes can be compared at all, whether both have their own run): time needs a paired run
+    or both own runs; memory and saved bytes need both own runs."""
+    own = _measured(report, numerator) and _measured(report, denominator)
+    return own or _pair(report, numerator, denominator) is not None, own
+
+
 def compare_times(report: dict, numerator: str, denominator: str) -> dict:
     """Step time of numerator against denominator: ratio, side ("faster", "slower" or None: not resolved), what it
     was judged from ("paired" or "separate") and the evidence, as the module docstring says."""
-    pair = report["paired"].get(f"{numerator}/{denominator}")
-    if pair and "failed" not in pair:
+    pair = _pair(report, numerator, denominator)
+    if pair:
         spread = pair["pairs_wall_time"]
         low, high = spread["median_ci95"]
         p = sign_test_p(spread["numerator_faster"], spread["pairs"])
@@ -99,8 +118,8 @@ def state(result: dict, dtype: str) -> str:
 
 def _phases(report: dict, mode: str) -> dict[str, dict[str, float]]:
     """Median phase seconds of mode and (a): from their paired run when there is one (same process)."""
-    pair = report["paired"].get(f"{mode}/a")
-    if pair and "failed" not in pair:
+    pair = _pair(report, mode, "a")
+    if pair:
         return pair["phases_s"]
     return {m: report["results"][m]["phases_s"] for m in (mode, "a")}
 
@@ -111,7 +130,8 @@ def why(report: dict, mode: str) -> str:
     parts = ["per step " + ", ".join(
         f"{name} {phases[mode][name] * 1e3:.0f} against {phases['a'][name] * 1e3:.0f} ms "
         f"({(phases[mode][name] - phases['a'][name]) * 1e3:+.0f})" for name in phases[mode]) + ";"]
-    parts.append(state(report["results"][mode], report["preset"]["dtype"]) + ".")
+    if _measured(report, mode):
+        parts.append(state(report["results"][mode], report["preset"]["dtype"]) + ".")
     parts.append("Adapters in the vision tower need a backward pass through the vision encoder, which (a) freezes "
                  "and skips, and keep its activations for it." if mode in VISION_MODES else
                  "Like (a), it skips the backward pass through the vision encoder.")
@@ -123,30 +143,45 @@ def fused_verdicts(report: dict) -> dict[str, dict]:
     saving less for backward."""
     results, out = report["results"], {}
     for fused, eager in FUSED_PAIRS:
-        if "step_s" in results.get(fused, {}) and "step_s" in results.get(eager, {}):
-            compared = compare_times(report, fused, eager)
-            saved = results[fused]["saved_bytes"] / results[eager]["saved_bytes"]
-            out[f"{fused}/{eager}"] = {
-                "time": {**compared, "verdict": _verdict(compared, {"faster": "faster", "slower": "slower",
-                                                                    None: "no difference resolved"})},
-                "saved": {"ratio": saved, "verdict": "less" if saved < 1 else "not less"}}
+        comparable, own = _judged(report, fused, eager)
+        if not comparable:
+            continue
+        compared = compare_times(report, fused, eager)
+        if own:
+            ratio = results[fused]["saved_bytes"] / results[eager]["saved_bytes"]
+            saved = {"ratio": ratio, "verdict": "less" if ratio < 1 else "not less"}
+        else:
+            saved = {"ratio": None, "verdict": f"{NOT_MEASURED} (needs --modes {fused},{eager})"}
+        out[f"{fused}/{eager}"] = {
+            "time": {**compared, "verdict": _verdict(compared, {"faster": "faster", "slower": "slower",
+                                                                None: "no difference resolved"})},
+            "saved": saved}
     return out
 
 
 def verdicts(report: dict) -> dict[str, dict]:
     """Per measured adapter mode: memory and time against (a), each with ratio and verdict, and why."""
-    results = report["results"]
-    if "step_s" not in results.get("a", {}):
-        return {}
-    out = {}
+    results, out = report["results"], {}
     for mode in ADAPTER_MODES:
-        if "step_s" not in results.get(mode, {}):
+        comparable, own = _judged(report, mode, "a")
+        if not comparable:
             continue
-        memory = results[mode]["peak_bytes"] / results["a"]["peak_bytes"]
-        out[mode] = {"memory": {"ratio": memory, "verdict": HOLDS if memory < 1 else FAILS,
-                                "evidence": results[mode]["peak_kind"]},
-                     "time": time_verdict(report, mode), "why": why(report, mode)}
+        if own:
+            ratio = results[mode]["peak_bytes"] / results["a"]["peak_bytes"]
+            memory = {"ratio": ratio, "verdict": HOLDS if ratio < 1 else FAILS, "evidence": results[mode]["peak_kind"]}
+        else:  # two models in one process: their peaks are not apart
+            memory = {"ratio": None, "verdict": NOT_MEASURED, "evidence": f"needs --modes a,{mode}"}
+        out[mode] = {"memory": memory, "time": time_verdict(report, mode), "why": why(report, mode)}
     return out
+
+
+def _label(report: dict, mode: str) -> str:
+    label = report["results"].get(mode, {}).get("label")  # a mode only paired has no run of its own
+    return f" {label}" if label else ""
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def markdown(report: dict) -> list[str]:
@@ -155,11 +190,12 @@ def markdown(report: dict) -> list[str]:
     lines = ["", "Does the paper's direction hold here? (adapters: less memory and less time per step than (a), "
              "full fine-tuning of the decoder)", ""]
     if not verdicts:
-        return lines + ["Not judged: mode (a) and at least one adapter mode must both be measured."]
+        return lines + ["Not judged: mode (a) and at least one adapter mode must both be measured, or paired "
+                        "(`--pairs b/a`)."]
     lines += ["| mode | peak memory / (a) | memory | step time / (a) | time | time judged from |",
               "|---|---:|---|---:|---|---|"]
     for mode, v in verdicts.items():
-        lines.append(f"| {mode} | {v['memory']['ratio']:.3f} | {v['memory']['verdict']} | {v['time']['ratio']:.3f} | "
+        lines.append(f"| {mode} | {_ratio(v['memory']['ratio'])} | {v['memory']['verdict']} | {v['time']['ratio']:.3f} | "
                      f"{v['time']['verdict']} | {v['time']['evidence']} |")
     separate = [m for m, v in verdicts.items() if v["time"]["from"] == "separate"]
     if separate:
@@ -167,8 +203,9 @@ def markdown(report: dict) -> list[str]:
                   "the modes do (hence \"(unpaired)\"): "
                   f"`--pairs {','.join(f'{m}/a' for m in separate)} --steps 20` times each against (a) in one "
                   "process, their steps alternating."]
-    lines += ["", f"Why: (a) {state(report['results']['a'], report['preset']['dtype'])}. Against it:"]
-    lines += [f"- ({mode}) {report['results'][mode]['label']}: {v['why']}" for mode, v in verdicts.items()]
+    lines += ["", f"Why: (a) {state(report['results']['a'], report['preset']['dtype'])}. Against it:"
+              if _measured(report, "a") else "Why, against (a):"]
+    lines += [f"- ({mode}){_label(report, mode)}: {v['why']}" for mode, v in verdicts.items()]
     return lines
 
 
@@ -181,5 +218,5 @@ def fused_markdown(report: dict) -> list[str]:
              "| pair | step time | time | judged from | saved for backward | saved |", "|---|---:|---|---|---:|---|"]
     for name, v in fused.items():
         lines.append(f"| {name} | {v['time']['ratio']:.3f} | {v['time']['verdict']} | {v['time']['evidence']} | "
-                     f"{v['saved']['ratio']:.3f} | {v['saved']['verdict']} |")
+                     f"{_ratio(v['saved']['ratio'])} | {v['saved']['verdict']} |")
     return lines

@@ -252,7 +252,13 @@ def test_requested_pairs_run_in_their_own_process(tmp_path, capsys):
     assert report["paired"]["c-text/b-text"]["how"].startswith("the same adapters switching")
     assert report["paired"]["b-text/a"]["how"].startswith("each mode its own model")
     assert json.loads((tmp_path / "bench.json").read_text())["paired"].keys() == report["paired"].keys()
-    assert "(b-text) against (a) in one process, each mode its own model" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(b-text) against (a) in one process, each mode its own model" in out
+    # the pairs alone are judged on time; what needs both modes' own runs says it was not measured
+    assert report["fused_against_eager"]["c-text/b-text"]["time"]["from"] == "paired"
+    assert report["fused_against_eager"]["c-text/b-text"]["saved"]["ratio"] is None
+    assert report["direction"].keys() == {"b-text"} and report["direction"]["b-text"]["memory"]["ratio"] is None
+    assert "| ratio | step time |" not in out  # no ratio of two own runs: no empty table
 
 
 def test_no_pairs_when_none_are_asked_for(tmp_path, monkeypatch):

@@ -166,3 +166,37 @@ def test_fused_against_eager_adapters():
     text = "\n".join(direction.fused_markdown({"fused_against_eager": judged}))
     assert "| c/b | 0.990 | no difference resolved | one process, 6 pairs" in text
     assert direction.fused_markdown({"fused_against_eager": {}}) == []
+
+
+def _pair(ratio, interval, faster, pairs, numerator, phases=None):
+    out = {"ratio": ratio, "steps_each": pairs,
+           "pairs_wall_time": {"median_ci95": list(interval), "numerator_faster": faster, "pairs": pairs}}
+    if phases:
+        out["phases_s"] = {numerator: phases, "a": {"forward": 0.9, "backward": 1.0, "optimizer": 0.2}}
+    return out
+
+
+def test_a_paired_run_alone_is_judged_on_time():
+    """`--modes c --pairs c/b` or `--modes b --pairs b/a`: the pair's own side has no run, so time is judged from
+    the pair and memory and saved bytes say they were not measured, instead of no verdict at all."""
+    results = {"c": _result([2.0, 2.1, 2.2, 2.05], 10, saved=190, label="fused adapters, every tower")}
+    paired = {"c/b": _pair(0.99, (0.95, 1.02), 50, 100, "c"),
+              "b/a": _pair(1.2, (1.15, 1.25), 0, 20, "b", {"forward": 1.0, "backward": 2.0, "optimizer": 0.01}),
+              "c-text/b-text": {"failed": "RuntimeError: out of memory"}}
+    report = _report(results, paired)
+    fused = direction.fused_verdicts(report)
+    assert fused.keys() == {"c/b"}  # a failed pair judges nothing
+    assert fused["c/b"]["time"]["verdict"] == "no difference resolved" and fused["c/b"]["time"]["from"] == "paired"
+    assert fused["c/b"]["saved"] == {"ratio": None, "verdict": "not measured (needs --modes c,b)"}
+    judged = direction.verdicts(report)
+    assert judged.keys() == {"b"}  # (c) ran, but neither (a) nor a c/a pair did
+    assert judged["b"]["memory"] == {"ratio": None, "verdict": "not measured", "evidence": "needs --modes a,b"}
+    assert judged["b"]["time"]["verdict"] == "does not hold" and judged["b"]["time"]["from"] == "paired"
+    assert "backward 2000 against 1000 ms (+1000)" in judged["b"]["why"]
+    assert "trains" not in judged["b"]["why"]  # what (b) trains and saves comes from its own run, absent here
+    report.update(direction=judged, fused_against_eager=fused)
+    text = "\n".join(direction.markdown(report) + direction.fused_markdown(report))
+    assert "| b |  | not measured | 1.200 | does not hold | one process, 20 pairs" in text
+    assert "Why, against (a):\n- (b): per step forward 1000 against 900 ms" in text
+    assert "| c/b | 0.990 | no difference resolved | one process, 100 pairs of steps, (c) faster in 50" in text
+    assert "|  | not measured (needs --modes c,b) |" in text
