@@ -74,6 +74,12 @@ def main(argv=None) -> int:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if getattr(args, "image_size", None) is not None:
+        from transformers import BlipVisionConfig
+
+        patch = BlipVisionConfig().patch_size  # BLIP-base's, the model both commands build
+        if args.image_size < patch:  # else every mode would build a model and then fail in the patch embedding
+            parser.error(f"--image-size must be at least {patch}: BLIP cuts images into {patch}-px patches")
     return args.run(args)
 
 

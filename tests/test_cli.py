@@ -36,6 +36,9 @@ def test_bad_arguments_are_refused():
     result = subprocess.run([sys.executable, "-m", "fastadapter.cli", "demo", "--steps", "0"], capture_output=True,
                             text=True)
     assert result.returncode == 2 and "--steps must be at least 1" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "fastadapter.cli", "bench", "--image-size", "15"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "--image-size must be at least 16: BLIP cuts images into 16-px" in result.stderr
 
 
 def test_bench_refuses_an_unrunnable_request_without_a_traceback(tmp_path):
