@@ -160,7 +160,8 @@ def fused_verdicts(report: dict) -> dict[str, dict]:
 
 
 def verdicts(report: dict) -> dict[str, dict]:
-    """Per measured adapter mode: memory and time against (a), each with ratio and verdict, and why."""
+    """Per adapter mode compared with (a) (both own runs, or their paired run): memory and time against (a), each
+    with ratio and verdict, and why."""
     results, out = report["results"], {}
     for mode in ADAPTER_MODES:
         comparable, own = _judged(report, mode, "a")
@@ -195,8 +196,8 @@ def markdown(report: dict) -> list[str]:
     lines += ["| mode | peak memory / (a) | memory | step time / (a) | time | time judged from |",
               "|---|---:|---|---:|---|---|"]
     for mode, v in verdicts.items():
-        lines.append(f"| {mode} | {_ratio(v['memory']['ratio'])} | {v['memory']['verdict']} | {v['time']['ratio']:.3f} | "
-                     f"{v['time']['verdict']} | {v['time']['evidence']} |")
+        lines.append(f"| {mode} | {_ratio(v['memory']['ratio'])} | {v['memory']['verdict']} | "
+                     f"{v['time']['ratio']:.3f} | {v['time']['verdict']} | {v['time']['evidence']} |")
     separate = [m for m, v in verdicts.items() if v["time"]["from"] == "separate"]
     if separate:
         lines += ["", "Judged from separate processes, where the machine's drift between them can decide as much as "
