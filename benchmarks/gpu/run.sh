@@ -15,7 +15,7 @@ stages=" ${*:-tests profile bench suites share phases cpu-tests} "
 want() { [[ $stages == *" $1 "* ]]; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 py=${PYTHON:-python3}  # the GPU image's torch lives in its python3; `python` may not exist there
 start=$(date +%s)
 deadline=${FASTADAPTER_GPU_DEADLINE_S:-470}
