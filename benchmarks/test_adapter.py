@@ -2,14 +2,15 @@
 
 Shapes around BLIP-base: width 768; bottleneck 64/256/512; tokens of a batch of 384-px images (577 per
 image) and of a batch of 40-token captions. extra_info carries bytes saved for backward (parameters
-excluded), peak allocated on GPU and peak RSS growth on CPU.
+excluded), peak allocated on GPU and peak RSS growth on CPU, and the case's roofline floor (roofline.py).
 """
 
 import pytest
 import torch
 
 import fastadapter
-from conftest import DEVICES, require, time_call
+import roofline
+from conftest import DEVICES, record_floor, require, time_call
 from fastadapter import measure
 
 WIDTH = 768
@@ -49,6 +50,8 @@ def test_adapter(benchmark, monkeypatch, device, impl, tokens, r, phase):
     grad = torch.randn_like(x)
     benchmark.group = f"adapter {device} {tokens} T={n} r={r} {phase}"
     benchmark.extra_info.update(impl=impl, tokens=n, width=WIDTH, bottleneck=r, dtype=str(DTYPES[device]))
+    record_floor(benchmark, device, DTYPES[device],
+                 *roofline.adapter_work(phase, n, WIDTH, r, DTYPES[device].itemsize))
     # [0]: the measured graph is dropped at once, so that the peaks below do not count it
     benchmark.extra_info["saved_for_backward_bytes"] = measure.saved_bytes(lambda: module(x),
                                                                            exclude=module.parameters())[0]

@@ -10,11 +10,14 @@ summarize = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(summarize)
 
 
-def _suite(path, cases):
-    """A pytest-benchmark JSON file: cases are (group, impl, wall median s, CUDA-event ms or None, saved bytes)."""
+def _suite(path, cases, floors=None):
+    """A pytest-benchmark JSON file: cases are (group, impl, wall median s, CUDA-event ms or None, saved bytes);
+    floors: group -> the roofline floor in ms its cases recorded."""
+    floors = floors or {}
     benchmarks = [{"group": group, "stats": {"median": wall},
                    "extra_info": {"impl": impl, "saved_for_backward_bytes": saved,
-                                  **({"cuda_event_median_ms": event} if event is not None else {})}}
+                                  **({"cuda_event_median_ms": event} if event is not None else {}),
+                                  **({"floor_ms": floors[group]} if group in floors else {})}}
                   for group, impl, wall, event, saved in cases]
     benchmarks.append({"group": "other", "stats": {"median": 1.0}, "extra_info": {}})  # not an adapter case
     path.write_text(json.dumps({"benchmarks": benchmarks}))
@@ -43,3 +46,17 @@ def test_cpu_runs_have_no_packed_column(tmp_path):
     lines = summarize.table(path).splitlines()
     assert "cuda_packed / cuda" not in lines[0] and lines[0].endswith("| best fused / eager |")
     assert lines[2] == f"| {case} | 4.000 (3.0) | 5.000 (2.0) | 3.000 (1.0) | 0.75 |"
+
+
+def test_the_roofline_floor_and_each_side_against_it(tmp_path):
+    fwd, bwd = "adapter cuda images r=256 forward", "adapter cuda images r=256 backward"
+    floors = {fwd: 0.020, bwd: 0.050}
+    files = [_suite(tmp_path / "eager.json", [(fwd, "eager", 9.0, 0.100, 2**20), (bwd, "eager", 9.0, 0.500, 2**20)],
+                    floors),
+             _suite(tmp_path / "triton.json", [(fwd, "triton", 9.0, 0.060, 2**19)], floors)]
+    lines = summarize.table(*files).splitlines()
+    assert lines[0] == ("| case | eager: ms (saved MiB) | triton: ms (saved MiB) | floor: ms | best fused / eager | "
+                        "eager / floor | best fused / floor |")
+    assert lines[1] == "|---|" + "---:|" * 6
+    assert lines[2] == f"| {bwd} | 0.500 (1.0) | — | 0.050 | — | 10.00 | — |"
+    assert lines[3] == f"| {fwd} | 0.100 (1.0) | 0.060 (0.5) | 0.020 | 0.60 | 5.00 | 3.00 |"

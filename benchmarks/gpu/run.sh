@@ -77,6 +77,15 @@ rc=$?; stage "fastadapter bench" "$( { [ $rc -eq 124 ] && echo 'TIMED OUT'; } ||
 bench_opts=(--benchmark-only --benchmark-min-rounds=5 --benchmark-max-time=0.1 -v)
 # FASTADAPTER_GPU_SUITES picks implementations (default: all five; cuda_packed is the cuda backend with its
 # opt-in row-in-registers kernels).
+# The roofline's ceilings (a large bf16 GEMM and a 1 GiB copy), measured once for the five runs below: each case's
+# floor, and eager and fused against it (benchmarks/roofline.py).
+want suites && {
+timeout -s INT -k 10 "$(budget 60)" "$py" benchmarks/roofline.py cuda bfloat16 > "$out/ceilings.json" 2> "$out/ceilings.err"
+rc=$?; [ $rc -eq 0 ] && export FASTADAPTER_CEILINGS="$out/ceilings.json"
+stage "roofline ceilings" "$( [ $rc -eq 0 ] && "$py" -c "import json, sys; c = json.load(open(sys.argv[1])); \
+print(f\"{c['matmul_flops_per_s'] / 1e12:.0f} TFLOP/s, {c['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s\")" "$out/ceilings.json" \
+  || echo "exit $rc (see ceilings.err; each suite measures its own)")"
+}
 want suites && for impl_cap in cuda:40 cuda_packed:40 triton:50 eager:40 compile:80; do
   impl=${impl_cap%:*}
   [[ " ${FASTADAPTER_GPU_SUITES:-cuda cuda_packed triton eager compile} " == *" $impl "* ]] || continue

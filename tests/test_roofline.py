@@ -1,0 +1,40 @@
+"""benchmarks/roofline.py: the least work of each phase of the adapter, the device's ceilings, the floor."""
+
+import importlib.util
+import pathlib
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("roofline", ROOT / "benchmarks" / "roofline.py")
+roofline = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(roofline)
+
+
+def test_adapter_work_by_hand():
+    # T = 10 rows, D = 6, r = 3, 2-byte elements: a GEMM is 2 * 10 * 6 * 3 = 360 FLOPs; a row tensor 120 bytes,
+    # the bottleneck tensor h 60
+    assert roofline.adapter_work("forward", 10, 6, 3, 2) == (720, 240)  # down and up GEMMs; read x, write y
+    assert roofline.adapter_work("backward", 10, 6, 3, 2) == (1440, 420)  # 4 GEMMs; read grad_y, x, h; write grad_x
+    assert roofline.adapter_work("forward_backward", 10, 6, 3, 2) == (2160, 240 + 60 + 420)  # training: h written
+    with pytest.raises(ValueError, match="unknown phase 'both'"):
+        roofline.adapter_work("both", 10, 6, 3, 2)
+
+
+def test_floor_is_the_slower_of_compute_and_memory():
+    ceiling = {"matmul_flops_per_s": 1e12, "bandwidth_bytes_per_s": 1e11}
+    assert roofline.floor_seconds(2e9, 1e8, ceiling) == pytest.approx(2e-3)  # compute-bound
+    assert roofline.floor_seconds(2e8, 1e9, ceiling) == pytest.approx(1e-2)  # memory-bound
+
+
+def test_ceilings_are_measured_here_and_in_a_child_process():
+    small = roofline.ceilings("cpu", torch.float32, gemm_size=128, copy_bytes=2**20)
+    assert small["gemm_size"] == 128 and small["copy_bytes"] == 2**20
+    assert small["device"] == "cpu" and small["dtype"] == "torch.float32"
+    assert small["matmul_flops_per_s"] > 1e8 and small["bandwidth_bytes_per_s"] > 1e8  # any CPU does more
+    child = roofline.measured_ceilings("cpu", torch.float32)  # the defaults, as the suites take them
+    assert child["gemm_size"] == 1024 and child["copy_bytes"] == 2**28
+    assert child["matmul_flops_per_s"] > 1e8 and child["bandwidth_bytes_per_s"] > 1e8
+    with pytest.raises(RuntimeError, match="measuring the nowhere ceilings failed"):
+        roofline.measured_ceilings("nowhere", torch.float32)
