@@ -20,8 +20,9 @@ def adapter_work(phase: str, tokens: int, width: int, r: int, itemsize: int) -> 
     """(FLOPs, bytes) the adapter must at least do in `phase`: its GEMMs of tokens x width x r (two in the
     forward, four in the backward: grad_a, grad_x and the two weight grads), and one pass over each row tensor it
     must read or write. Parameters and per-row statistics are left out (small against the rows), which keeps it
-    a floor. forward (inference): read x, write y. backward (h saved): read grad_y, x and h, write grad_x.
-    forward_backward: the training forward, which also writes h, then the backward."""
+    a floor. forward (inference): read x, write y. backward: read grad_y, x and h, write grad_x.
+    forward_backward: the training forward, which also writes h, then the backward. h is kept for the backward,
+    as every implementation measured here keeps it (recompute=True would trade its bytes for a third GEMM)."""
     gemm = 2 * tokens * width * r
     rows, bottleneck = tokens * width * itemsize, tokens * r * itemsize
     forward = (2 * gemm, 2 * rows)
