@@ -52,7 +52,7 @@ def _median_seconds(fn, device: str) -> float:
 
 def ceilings(device: str, dtype: torch.dtype, gemm_size: int | None = None, copy_bytes: int | None = None) -> dict:
     """This device's matmul throughput (FLOP/s; a square GEMM in dtype) and memory bandwidth (bytes/s; a copy,
-    read + write), medians. Defaults: a 8192-wide GEMM and a 1 GiB copy on GPU, 1024 and 256 MiB on CPU."""
+    read + write), medians. Defaults: an 8192-wide GEMM and a 1 GiB copy on GPU, 1024 and 256 MiB on CPU."""
     gpu = device == "cuda"
     n = gemm_size or (8192 if gpu else 1024)
     size = copy_bytes or (2**30 if gpu else 2**28)
