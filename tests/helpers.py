@@ -1,9 +1,21 @@
+import importlib.util
+from pathlib import Path
+
 import torch
 
 import fastadapter
 from fastadapter import reference
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+
+
+def benchmarks_module(name):
+    """benchmarks/<name>.py imported as a module (benchmarks/ is a folder of scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cpu_backends():

@@ -1,15 +1,11 @@
 """benchmarks/roofline.py: the least work of each phase of the adapter, the device's ceilings, the floor."""
 
-import importlib.util
-import pathlib
-
 import pytest
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("roofline", ROOT / "benchmarks" / "roofline.py")
-roofline = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(roofline)
+from helpers import benchmarks_module
+
+roofline = benchmarks_module("roofline")
 
 
 def test_adapter_work_by_hand():

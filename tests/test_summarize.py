@@ -1,13 +1,10 @@
 """benchmarks/summarize.py: the suites' JSON files as one table, with the ratios the GPU run is read by."""
 
-import importlib.util
 import json
-import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("summarize", ROOT / "benchmarks" / "summarize.py")
-summarize = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(summarize)
+from helpers import benchmarks_module
+
+summarize = benchmarks_module("summarize")
 
 
 def _suite(path, cases, floors=None):
