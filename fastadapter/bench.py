@@ -44,6 +44,7 @@ PAPER = {
     "trainable_full": 161_323_580, "trainable_adapters": 20_033_280,
     "memory_full": "35 GB (Colab TPU host RAM)", "memory_adapters": "15 GB (V100)",
     "time_full": "> 7 min for 50 epochs of 800 images", "time_adapters": "42 s for 50 epochs of 800 images",
+    "adapters": 48,  # §3.3.2: 12 in the image encoder, 36 in the text encoder and decoder; r is not given
 }
 MODES = {
     "a": "full fine-tune of the text decoder",
@@ -467,6 +468,22 @@ def _paired_lines(name: str, r: dict) -> list[str]:
     return lines
 
 
+def _adapter_count_lines(report: dict) -> list[str]:
+    """Why the adapters' trainable count is not the paper's: how many adapters this model has, and what the
+    paper's count of them would train at this bottleneck."""
+    measured = [r for r in report["results"].values() if r.get("adapters")]
+    if not measured:
+        return []
+    most = max(measured, key=lambda r: r["adapters"])
+    each = most["trainable"] // most["adapters"]
+    return ["", f"({most['mode']}) trains {most['trainable']:,} parameters in {most['adapters']} adapters of "
+            f"{each:,} at r = {report['preset']['bottleneck']} ({most['label']}; BlipForConditionalGeneration has no "
+            f"text encoder, so every tower here is the vision encoder and the text decoder). The paper's {PAPER['adapters']} adapters (§3.3.2: 12 in the "
+            f"image encoder, 36 in the text encoder and decoder) of this size would train "
+            f"{PAPER['adapters'] * each:,}; it does not give its r, and its {PAPER['trainable_adapters']:,} is "
+            f"{PAPER['trainable_adapters'] // PAPER['adapters']:,} per adapter."]
+
+
 def markdown(report: dict) -> str:
     preset = report["preset"]
     model = (f"checkpoint {report['checkpoint']}" if report.get("checkpoint") else
@@ -503,6 +520,7 @@ def markdown(report: dict) -> str:
     if "untied_trainable" in full:
         lines += ["", f"(a) trains {full['trainable']:,} parameters with the LM-head weight tied to the word "
                   f"embeddings; {full['untied_trainable']:,} counting it separately, as the paper did."]
+    lines += _adapter_count_lines(report)
     p = PAPER
     lines += ["", "The paper (§4.2), for comparison: full fine-tuning trains "
               f"{p['trainable_full']:,} parameters, adapters {p['trainable_adapters']:,}; memory {p['memory_full']} "

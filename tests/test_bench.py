@@ -26,6 +26,9 @@ def test_bench_tiny_run(tmp_path, capsys):
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "161,323,580" in out and "| c-text |" in out and "fused AdamW" in out
+    # why the adapters' count is not the paper's: 12 adapters here, the paper's 48 of the same size
+    each = 2 * 768 * 8 + 3 * 8 + 768
+    assert f"in 12 adapters of {each:,} at r = 8" in out and f"would train {48 * each:,}" in out
     assert saved["optimizer"] == bench.OPTIMIZER
     # the paper's direction, judged for each adapter mode against (a), with the phases that explain it
     assert saved["direction"].keys() == {"b-text", "c-text"} and "Does the paper's direction hold here?" in out
