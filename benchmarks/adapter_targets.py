@@ -17,6 +17,7 @@ import platform
 import torch
 
 import fastadapter
+import roofline
 from fastadapter import measure
 
 TARGETS = {"fwd+bwd fused/eager": 0.85, "fwd+bwd fused/GEMM floor": 1.10, "inference fused/eager": 0.90,
@@ -34,10 +35,7 @@ def measure_targets(tokens=8192, width=768, r=256, repeats=15, backend="cpu") ->
     lean.load_state_dict(eager.state_dict())
     x = torch.randn(tokens, width, requires_grad=True)
     grad = torch.randn(tokens, width)
-    a, w_down, w_up = torch.randn(tokens, r), torch.randn(r, width), torch.randn(width, r)
-
-    def six_gemms():  # the same shapes and layouts as the adapter's forward and backward GEMMs
-        x.detach() @ w_down.t(), a @ w_up.t(), grad @ w_up, grad.t() @ a, a.t() @ x.detach(), a @ w_down
+    six_gemms = roofline.adapter_gemms("forward_backward", tokens, width, r, "cpu", torch.float32)
 
     def training(module):  # x stands for an activation: its grad flows on, nothing accumulates
         inputs = [x, *module.parameters()]

@@ -1,11 +1,14 @@
 """The roofline floor of the adapter op (DESIGN.md, Measuring): the least time any implementation could take,
 max(FLOPs / matmul throughput, bytes / memory bandwidth), from the least work each phase must do and this
 device's throughput and bandwidth as measured here — one large GEMM and one large copy in the suites' dtype, so
-the floor is what this machine's own libraries reach, not a datasheet's peak.
+the floor is what this machine's own libraries reach, not a datasheet's peak. And a second, measured floor: the
+phase's GEMMs alone at the adapter's own shapes (adapter_gemms), which thin GEMMs (r = 64) keep well above the
+first.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import subprocess
@@ -14,6 +17,8 @@ import time
 from pathlib import Path
 
 import torch
+
+PHASES = ("forward", "backward", "forward_backward")
 
 
 def adapter_work(phase: str, tokens: int, width: int, r: int, itemsize: int) -> tuple[int, int]:
@@ -33,17 +38,40 @@ def adapter_work(phase: str, tokens: int, width: int, r: int, itemsize: int) -> 
         return backward
     if phase == "forward_backward":
         return forward[0] + backward[0], forward[1] + bottleneck + backward[1]
-    raise ValueError(f"unknown phase {phase!r}; expected forward, backward or forward_backward")
+    raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
 
 
-def _median_seconds(fn, device: str) -> float:
+def adapter_gemms(phase: str, tokens: int, width: int, r: int, device: str, dtype: torch.dtype):
+    """A callable that runs only the GEMMs of `phase` at the adapter's shapes and layouts, as csrc/adapter.cpp
+    calls them (forward: x·w_downᵀ, a·w_upᵀ; backward: grad_y·w_up, grad_h·w_down, grad_hᵀ·x, grad_yᵀ·a): the
+    GEMM-only floor (DESIGN.md, Measuring) — what an implementation that leaves the GEMMs to the BLAS library can
+    at best reach on this machine, thin GEMMs' real rate included; above it are its own passes, allocation and
+    dispatch. Its FLOPs are adapter_work's."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+    make = functools.partial(torch.randn, device=device, dtype=dtype)
+    x, grad_y, rows_r = make(tokens, width), make(tokens, width), make(tokens, r)  # rows_r: h, a or grad_h
+    w_down, w_up = make(r, width), make(width, r)
+
+    def forward():
+        return x @ w_down.t(), rows_r @ w_up.t()
+
+    def backward():
+        return grad_y @ w_up, rows_r @ w_down, rows_r.t() @ x, grad_y.t() @ rows_r
+
+    return {"forward": forward, "backward": backward, "forward_backward": lambda: (forward(), backward())}[phase]
+
+
+def median_seconds(fn, device: str, min_runs: int = 5, min_seconds: float = 0.05) -> float:
+    """Median seconds of fn: triton's do_bench on GPU (CUDA events, L2 cleared each run); on CPU after a warm-up,
+    at least min_runs runs and min_seconds in all."""
     if device == "cuda":
         import triton.testing
 
         return triton.testing.do_bench(fn, return_mode="median") / 1e3
     fn()  # warm-up
     times = []
-    for _ in range(5):
+    while len(times) < min_runs or sum(times) < min_seconds:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -59,10 +87,10 @@ def ceilings(device: str, dtype: torch.dtype, gemm_size: int | None = None, copy
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
-    matmul_s = _median_seconds(lambda: torch.mm(a, b, out=out), device)
+    matmul_s = median_seconds(lambda: torch.mm(a, b, out=out), device)
     src = torch.ones(size, device=device, dtype=torch.uint8)
     dst = torch.empty_like(src)
-    copy_s = _median_seconds(lambda: dst.copy_(src), device)
+    copy_s = median_seconds(lambda: dst.copy_(src), device)
     return {"matmul_flops_per_s": 2 * n**3 / matmul_s, "bandwidth_bytes_per_s": 2 * size / copy_s,
             "device": device, "dtype": str(dtype), "gemm_size": n, "copy_bytes": size}
 

@@ -2,7 +2,8 @@
 
 Shapes around BLIP-base: width 768; bottleneck 64/256/512; tokens of a batch of 384-px images (577 per
 image) and of a batch of 40-token captions. extra_info carries bytes saved for backward (parameters
-excluded), peak allocated on GPU and peak RSS growth on CPU, and the case's roofline floor (roofline.py).
+excluded), peak allocated on GPU and peak RSS growth on CPU, the case's roofline floor and the time of its GEMMs
+alone at the same shapes (roofline.py).
 """
 
 import pytest
@@ -78,3 +79,7 @@ def test_adapter(benchmark, monkeypatch, device, impl, tokens, r, phase):
         benchmark.extra_info["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
     else:
         benchmark.extra_info["peak_rss_growth_bytes"] = measure.peak_rss_bytes() - rss_before
+    # the phase's GEMMs alone at these shapes, by the same clock, right after (after the peaks: its buffers are not
+    # the case's)
+    gemms = roofline.adapter_gemms(phase, n, WIDTH, r, device, DTYPES[device])
+    benchmark.extra_info["gemms_ms"] = 1e3 * roofline.median_seconds(gemms, device)

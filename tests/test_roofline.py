@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from helpers import benchmarks_module
 
@@ -34,3 +35,26 @@ def test_ceilings_are_measured_here_and_in_a_child_process():
     assert child["matmul_flops_per_s"] > 1e8 and child["bandwidth_bytes_per_s"] > 1e8
     with pytest.raises(RuntimeError, match="measuring the nowhere ceilings failed"):
         roofline.measured_ceilings("nowhere", torch.float32)
+
+
+@pytest.mark.parametrize("phase", ["forward", "backward", "forward_backward"])
+def test_the_gemms_alone_are_the_phase_s_gemms(phase):
+    """adapter_gemms runs exactly the FLOPs adapter_work counts, at the op's shapes: (T, r) and (T, D) forward;
+    grad_a (T, r), grad_x (T, D) and the weight grads (r, D) and (D, r) backward."""
+    tokens, width, r = 37, 48, 5
+    gemms = roofline.adapter_gemms(phase, tokens, width, r, "cpu", torch.float32)
+    with FlopCounterMode(display=False) as counter:
+        out = gemms()
+    assert counter.get_total_flops() == roofline.adapter_work(phase, tokens, width, r, 4)[0]
+    forward, backward = [(tokens, r), (tokens, width)], [(tokens, r), (tokens, width), (r, width), (width, r)]
+    shapes = {"forward": forward, "backward": backward, "forward_backward": forward + backward}[phase]
+    flat = [t for part in out for t in (part if isinstance(part, tuple) else (part,))]
+    assert [tuple(t.shape) for t in flat] == shapes
+    with pytest.raises(ValueError, match="unknown phase 'both'"):
+        roofline.adapter_gemms("both", tokens, width, r, "cpu", torch.float32)
+
+
+def test_median_seconds_runs_enough_on_cpu():
+    calls = []
+    seconds = roofline.median_seconds(lambda: calls.append(1), "cpu", min_runs=7, min_seconds=0.0)
+    assert len(calls) == 8 and 0 <= seconds < 0.01  # a warm-up and seven timed runs

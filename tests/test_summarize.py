@@ -7,14 +7,15 @@ from helpers import benchmarks_module
 summarize = benchmarks_module("summarize")
 
 
-def _suite(path, cases, floors=None):
+def _suite(path, cases, floors=None, gemms=None):
     """A pytest-benchmark JSON file: cases are (group, impl, wall median s, CUDA-event ms or None, saved bytes);
-    floors: group -> the roofline floor in ms its cases recorded."""
-    floors = floors or {}
+    floors: group -> the roofline floor in ms its cases recorded; gemms: (group, impl) -> the GEMMs' ms it recorded."""
+    floors, gemms = floors or {}, gemms or {}
     benchmarks = [{"group": group, "stats": {"median": wall},
                    "extra_info": {"impl": impl, "saved_for_backward_bytes": saved,
                                   **({"cuda_event_median_ms": event} if event is not None else {}),
-                                  **({"floor_ms": floors[group]} if group in floors else {})}}
+                                  **({"floor_ms": floors[group]} if group in floors else {}),
+                                  **({"gemms_ms": gemms[group, impl]} if (group, impl) in gemms else {})}}
                   for group, impl, wall, event, saved in cases]
     benchmarks.append({"group": "other", "stats": {"median": 1.0}, "extra_info": {}})  # not an adapter case
     path.write_text(json.dumps({"benchmarks": benchmarks}))
@@ -57,3 +58,20 @@ def test_the_roofline_floor_and_each_side_against_it(tmp_path):
     assert lines[1] == "|---|" + "---:|" * 6
     assert lines[2] == f"| {bwd} | 0.500 (1.0) | — | 0.050 | — | 10.00 | — |"
     assert lines[3] == f"| {fwd} | 0.100 (1.0) | 0.060 (0.5) | 0.020 | 0.60 | 5.00 | 3.00 |"
+
+
+def test_each_implementation_against_the_gemms_timed_beside_it(tmp_path):
+    """The GEMMs-alone column is the median of what the cases recorded; each ratio divides an implementation's
+    time by the GEMMs timed in its own case (on a drifting CPU the two sides saw the same minute)."""
+    case = "adapter cpu images r=64 forward"
+    gemms = {(case, "eager"): 2.0, (case, "compile"): 4.0, (case, "cpu"): 1.0}
+    path = _suite(tmp_path / "cpu.json", [(case, "eager", 0.006, None, 2**20), (case, "cpu", 0.003, None, 2**20),
+                                          (case, "compile", 0.005, None, 2**20)], {case: 0.5}, gemms)
+    lines = summarize.table(path).splitlines()
+    assert lines[0] == ("| case | eager: ms (saved MiB) | compile: ms (saved MiB) | cpu: ms (saved MiB) | floor: ms | "
+                        "GEMMs: ms | best fused / eager | eager / floor | best fused / floor | eager / GEMMs | "
+                        "best fused / GEMMs |")
+    assert lines[1] == "|---|" + "---:|" * 10
+    # GEMMs 2.000: the median of 2, 4 and 1; eager 6 / its 2 = 3.00; cpu 3 / its 1 = 3.00, not 3 / 2
+    assert lines[2] == f"| {case} | 6.000 (1.0) | 5.000 (1.0) | 3.000 (1.0) | 0.500 | 2.000 | 0.50 | 12.00 | 6.00 | " \
+                       "3.00 | 3.00 |"
