@@ -62,35 +62,38 @@ def adapter_gemms(phase: str, tokens: int, width: int, r: int, device: str, dtyp
     return {"forward": forward, "backward": backward, "forward_backward": lambda: (forward(), backward())}[phase]
 
 
-def median_seconds(fn, device: str, min_runs: int = 5, min_seconds: float = 0.05) -> float:
-    """Median seconds of fn: triton's do_bench on GPU (CUDA events, L2 cleared each run); on CPU after a warm-up,
-    at least min_runs runs and min_seconds in all."""
+def seconds(fn, device: str, statistic: str = "median", min_runs: int = 5, min_seconds: float = 0.05) -> float:
+    """Seconds per call of fn, their median or min: triton's do_bench on GPU (CUDA events, L2 cleared each run);
+    on CPU after a warm-up, at least min_runs runs and min_seconds in all."""
     if device == "cuda":
         import triton.testing
 
-        return triton.testing.do_bench(fn, return_mode="median") / 1e3
+        return triton.testing.do_bench(fn, return_mode=statistic) / 1e3
     fn()  # warm-up
     times = []
     while len(times) < min_runs or sum(times) < min_seconds:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return {"median": statistics.median, "min": min}[statistic](times)
 
 
 def ceilings(device: str, dtype: torch.dtype, gemm_size: int | None = None, copy_bytes: int | None = None) -> dict:
     """This device's matmul throughput (FLOP/s; a square GEMM in dtype) and memory bandwidth (bytes/s; a copy,
-    read + write), medians. Defaults: an 8192-wide GEMM and a 1 GiB copy on GPU, 1024 and 256 MiB on CPU."""
+    read + write), each from its fastest run: a ceiling is the best the machine reached, and on a shared CPU whose
+    speed drifts a median taken at a slow moment would put the floor above what the cases then do (seen here: the
+    median of five 1024-wide GEMMs ranged 0.11-0.18 TFLOP/s between four processes, the fastest of a second's runs
+    0.18-0.21). Defaults: an 8192-wide GEMM and a 1 GiB copy on GPU, 1024 and 256 MiB on CPU, for at least 0.5 s."""
     gpu = device == "cuda"
     n = gemm_size or (8192 if gpu else 1024)
     size = copy_bytes or (2**30 if gpu else 2**28)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
-    matmul_s = median_seconds(lambda: torch.mm(a, b, out=out), device)
+    matmul_s = seconds(lambda: torch.mm(a, b, out=out), device, "min", min_seconds=0.5)
     src = torch.ones(size, device=device, dtype=torch.uint8)
     dst = torch.empty_like(src)
-    copy_s = median_seconds(lambda: dst.copy_(src), device)
+    copy_s = seconds(lambda: dst.copy_(src), device, "min", min_seconds=0.5)
     return {"matmul_flops_per_s": 2 * n**3 / matmul_s, "bandwidth_bytes_per_s": 2 * size / copy_s,
             "device": device, "dtype": str(dtype), "gemm_size": n, "copy_bytes": size}
 

@@ -1,5 +1,7 @@
 """benchmarks/roofline.py: the least work of each phase of the adapter, the device's ceilings, the floor."""
 
+import time
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -54,7 +56,12 @@ def test_the_gemms_alone_are_the_phase_s_gemms(phase):
         roofline.adapter_gemms("both", tokens, width, r, "cpu", torch.float32)
 
 
-def test_median_seconds_runs_enough_on_cpu():
+def test_seconds_runs_enough_on_cpu():
     calls = []
-    seconds = roofline.median_seconds(lambda: calls.append(1), "cpu", min_runs=7, min_seconds=0.0)
-    assert len(calls) == 8 and 0 <= seconds < 0.01  # a warm-up and seven timed runs
+    median = roofline.seconds(lambda: calls.append(1), "cpu", min_runs=7, min_seconds=0.0)
+    assert len(calls) == 8 and 0 <= median < 0.01  # a warm-up and seven timed runs
+    calls.clear()
+    start = time.perf_counter()
+    fastest = roofline.seconds(lambda: calls.append(time.sleep(0.001)), "cpu", "min", min_runs=1, min_seconds=0.02)
+    # runs of at least 1 ms until they add up to 0.02 s: at most 20 after the warm-up
+    assert time.perf_counter() - start >= 0.02 and 2 <= len(calls) <= 21 and fastest >= 0.001
