@@ -6,8 +6,6 @@ excluded), peak allocated on GPU and peak RSS growth on CPU, the case's roofline
 alone at the same shapes (roofline.py).
 """
 
-import time
-
 import pytest
 import torch
 
