@@ -8,6 +8,7 @@
    captions in the decoder; 394: 2 images at 224 px), medians of 200 interleaved runs.
 3. The same, interleaved (medians of 40), at the shapes of the pytest-benchmark suite (1154 image tokens,
    1280 caption tokens; r = 64, 256, 512), whose one-after-another medians carry this machine's drift.
+   In 2 and 3 the six GEMMs alone at each shape are interleaved too: how far each side is from its GEMMs.
 4. Mixed precision: fused against eager forward+backward under torch.autocast(bfloat16) with float32
    parameters (the op casts like F.linear; eager runs LayerNorm and GELU in float32 by autocast's rules),
    at 394 tokens and the suite's shapes with r = 256 (medians of 40, interleaved).
@@ -20,6 +21,7 @@
 import torch
 
 import fastadapter
+import roofline
 from fastadapter import measure
 
 
@@ -63,8 +65,9 @@ def passes(tokens=8192, width=768, r=256, repeats=15) -> dict[str, float]:
 
 
 def fused_against_eager(cases, width=768, repeats=200, autocast=None) -> dict[tuple[int, int], dict[str, float]]:
-    """Interleaved medians (s) of eager and fused forward+backward per (tokens, r); autocast: a dtype to run
-    them under torch.autocast with, float32 parameters and input (grad_y then comes in that dtype)."""
+    """Interleaved medians (s) of eager and fused forward+backward per (tokens, r), and of their six GEMMs alone
+    at the same shapes in the GEMMs' dtype (roofline.adapter_gemms: the GEMM-only floor); autocast: a dtype to
+    run them under torch.autocast with, float32 parameters and input (grad_y then comes in that dtype)."""
     out = {}
     for tokens, r in cases:
         x = torch.randn(tokens, width, requires_grad=True)
@@ -80,7 +83,8 @@ def fused_against_eager(cases, width=768, repeats=200, autocast=None) -> dict[tu
                 torch.autograd.grad(y, [x, *m.parameters()], grad)
             return run
 
-        fns = {"eager": step(eager), "fused": step(fused)}
+        gemms = roofline.adapter_gemms("forward_backward", tokens, width, r, "cpu", autocast or torch.float32)
+        fns = {"eager": step(eager), "fused": step(fused), "gemms": gemms}
         out[tokens, r] = measure.interleaved_medians(fns, repeats=repeats, warmup=max(2, repeats // 10))
     return out
 
@@ -123,16 +127,20 @@ def main():
         print(f"| {name} | {ms:.2f} | {ms / total:.1%} |")
     gemms = sum(v for k, v in timed.items() if k.startswith("GEMM"))
     print(f"| **all** (GEMMs {gemms:.1f} ms, the rest {total - gemms:.1f} ms) | {total:.2f} | |")
-    print("\n| tokens | r | eager fwd+bwd (µs) | fused fwd+bwd (µs) | fused / eager |\n|---:|---:|---:|---:|---:|")
+    header = ("| tokens | r | eager fwd+bwd (µs) | fused fwd+bwd (µs) | GEMMs alone (µs) | fused / eager | "
+              "eager / GEMMs | fused / GEMMs |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def rows(timed):
+        for (tokens, r), t in timed.items():
+            print(f"| {tokens} | {r} | {1e6 * t['eager']:.0f} | {1e6 * t['fused']:.0f} | {1e6 * t['gemms']:.0f} | "
+                  f"{t['fused'] / t['eager']:.2f} | {t['eager'] / t['gemms']:.2f} | {t['fused'] / t['gemms']:.2f} |")
+
+    print("\n" + header)
     small = fused_against_eager([(20, 256), (394, 256)])
     suite = fused_against_eager([(t, r) for t in (1154, 1280) for r in (64, 256, 512)], repeats=40)
-    for (tokens, r), t in {**small, **suite}.items():
-        print(f"| {tokens} | {r} | {1e6 * t['eager']:.0f} | {1e6 * t['fused']:.0f} | {t['fused'] / t['eager']:.2f} |")
-    print("\nUnder torch.autocast(bfloat16), float32 parameters and input:\n\n"
-          "| tokens | r | eager fwd+bwd (µs) | fused fwd+bwd (µs) | fused / eager |\n|---:|---:|---:|---:|---:|")
-    mixed = fused_against_eager([(t, 256) for t in (394, 1154, 1280)], repeats=40, autocast=torch.bfloat16)
-    for (tokens, r), t in mixed.items():
-        print(f"| {tokens} | {r} | {1e6 * t['eager']:.0f} | {1e6 * t['fused']:.0f} | {t['fused'] / t['eager']:.2f} |")
+    rows({**small, **suite})
+    print("\nUnder torch.autocast(bfloat16), float32 parameters and input (the GEMMs alone in bfloat16):\n\n" + header)
+    rows(fused_against_eager([(t, 256) for t in (394, 1154, 1280)], repeats=40, autocast=torch.bfloat16))
     calls = per_call()
     print("\n| one call at T=1, D=64, r=16 | eager (µs) | fused (µs) | fused / eager |\n|---|---:|---:|---:|")
     for phase in ("forward (no grad)", "forward+backward"):

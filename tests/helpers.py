@@ -1,4 +1,5 @@
 import importlib.util
+import sys
 from pathlib import Path
 
 import torch
@@ -10,11 +11,16 @@ TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
 
 def benchmarks_module(name):
-    """benchmarks/<name>.py imported as a module (benchmarks/ is a folder of scripts, not a package)."""
+    """benchmarks/<name>.py imported as a module (benchmarks/ is a folder of scripts, not a package), with its
+    folder on sys.path while it loads, as when run as a script, for its imports of its siblings."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 
