@@ -52,12 +52,17 @@ def adapter_gemms(phase: str, tokens: int, width: int, r: int, device: str, dtyp
     make = functools.partial(torch.randn, device=device, dtype=dtype)
     x, grad_y, rows_r = make(tokens, width), make(tokens, width), make(tokens, r)  # rows_r: h, a or grad_h
     w_down, w_up = make(r, width), make(width, r)
+    # Into outputs made once: fresh multi-megabyte CPU memory faults in page by page on first touch, which is
+    # the allocator's cost, not the GEMM's (the op takes its large tensors from a cache of huge pages).
+    out_r, out_rows, out_w_down, out_w_up = (torch.empty(shape, device=device, dtype=dtype) for shape in
+                                             ((tokens, r), (tokens, width), (r, width), (width, r)))
 
     def forward():
-        return x @ w_down.t(), rows_r @ w_up.t()
+        return torch.mm(x, w_down.t(), out=out_r), torch.mm(rows_r, w_up.t(), out=out_rows)
 
     def backward():
-        return grad_y @ w_up, rows_r @ w_down, rows_r.t() @ x, grad_y.t() @ rows_r
+        return (torch.mm(grad_y, w_up, out=out_r), torch.mm(rows_r, w_down, out=out_rows),
+                torch.mm(rows_r.t(), x, out=out_w_down), torch.mm(grad_y.t(), rows_r, out=out_w_up))
 
     return {"forward": forward, "backward": backward, "forward_backward": lambda: (forward(), backward())}[phase]
 
