@@ -3,8 +3,8 @@ case, the median time (the CUDA-event median on GPU) and bytes saved for backwar
 best fused one against eager and, where both CUDA kernel kinds ran, the opt-in row-in-registers kernels against
 the general ones (what decides FASTADAPTER_CUDA_PACKED_ROWS's default); where the runs recorded them, the case's
 two floors (roofline.py) and eager and the best fused implementation against each: the roofline floor, and the
-time of the phase's GEMMs alone at the case's shapes — each implementation against the GEMMs timed right after
-it, so that on a drifting machine both sides of that ratio saw the same minute.
+fastest run of the phase's GEMMs alone at the case's shapes, the median of what each implementation's case
+recorded (one burst of a shared machine's load then moves none of it).
 
     python benchmarks/summarize.py BENCHMARKS_JSON [MORE_JSON ...]
 """
@@ -40,29 +40,25 @@ def table(*paths: Path) -> str:
     gemms = {group: statistics.median(g) for group, by_impl in cases.items()
              if (g := [c["gemms_ms"] for c in by_impl.values() if c["gemms_ms"] is not None])}
 
-    def own_ms(impl):  # the denominator is that implementation's time in the same case
-        return lambda group, _: cases[group][impl]["ms"] if impl in cases[group] else None
-
-    # (name, numerator implementations, the denominator for (case, numerator)); a cell takes the best numerator
-    ratios = [("best fused / eager", FUSED, own_ms("eager"))]
-    if {"cuda", "cuda_packed"} <= set(impls):
-        ratios.append(("cuda_packed / cuda", ("cuda_packed",), own_ms("cuda")))
-    if floors:
-        ratios += [(f"{side} / floor", numerators, lambda group, _: floors.get(group))
-                   for side, numerators in (("eager", ("eager",)), ("best fused", FUSED))]
-    if gemms:
-        ratios += [(f"{side} / GEMMs", numerators, lambda group, impl: cases[group][impl]["gemms_ms"])
-                   for side, numerators in (("eager", ("eager",)), ("best fused", FUSED))]
     references = [("floor", floors)] * bool(floors) + [("GEMMs", gemms)] * bool(gemms)
+    # (name, numerator implementations, the denominator: an implementation or a reference); a cell takes the best
+    # numerator that ran
+    ratios = [("best fused / eager", FUSED, "eager")]
+    if {"cuda", "cuda_packed"} <= set(impls):
+        ratios.append(("cuda_packed / cuda", ("cuda_packed",), "cuda"))
+    ratios += [(f"{side} / {name}", numerators, name) for name, _ in references
+               for side, numerators in (("eager", ("eager",)), ("best fused", FUSED))]
     lines = ["| case | " + " | ".join([f"{i}: ms (saved MiB)" for i in impls] + [f"{name}: ms" for name, _ in references]
                                       + [name for name, _, _ in ratios]) + " |",
              "|---|" + "---:|" * (len(impls) + len(references) + len(ratios))]
     for group, by_impl in sorted(cases.items()):
+        times = {i: c["ms"] for i, c in by_impl.items()}
+        times.update({name: values[group] for name, values in references if group in values})
         cells = [f"{by_impl[i]['ms']:.3f} ({by_impl[i]['saved_mib']:.1f})" if i in by_impl else "—" for i in impls]
-        cells += [f"{values[group]:.3f}" if group in values else "—" for _, values in references]
+        cells += [f"{times[name]:.3f}" if name in times else "—" for name, _ in references]
         for _, numerators, denominator in ratios:
-            found = [by_impl[i]["ms"] / d for i in numerators if i in by_impl and (d := denominator(group, i))]
-            cells.append(f"{min(found):.2f}" if found else "—")
+            ours = [times[i] for i in numerators if i in times]
+            cells.append(f"{min(ours) / times[denominator]:.2f}" if ours and denominator in times else "—")
         lines.append(f"| {group} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
