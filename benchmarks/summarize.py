@@ -48,8 +48,9 @@ def table(*paths: Path) -> str:
         ratios.append(("cuda_packed / cuda", ("cuda_packed",), "cuda"))
     ratios += [(f"{side} / {name}", numerators, name) for name, _ in references
                for side, numerators in (("eager", ("eager",)), ("best fused", FUSED))]
-    lines = ["| case | " + " | ".join([f"{i}: ms (saved MiB)" for i in impls] + [f"{name}: ms" for name, _ in references]
-                                      + [name for name, _, _ in ratios]) + " |",
+    columns = ([f"{i}: ms (saved MiB)" for i in impls] + [f"{name}: ms" for name, _ in references]
+               + [name for name, _, _ in ratios])
+    lines = ["| case | " + " | ".join(columns) + " |",
              "|---|" + "---:|" * (len(impls) + len(references) + len(ratios))]
     for group, by_impl in sorted(cases.items()):
         times = {i: c["ms"] for i, c in by_impl.items()}

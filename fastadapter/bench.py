@@ -476,12 +476,13 @@ def _adapter_count_lines(report: dict) -> list[str]:
         return []
     most = max(measured, key=lambda r: r["adapters"])
     each = most["trainable"] // most["adapters"]
+    paper = PAPER["adapters"]
     return ["", f"({most['mode']}) trains {most['trainable']:,} parameters in {most['adapters']} adapters of "
             f"{each:,} at r = {report['preset']['bottleneck']} ({most['label']}; BlipForConditionalGeneration has no "
-            f"text encoder, so every tower here is the vision encoder and the text decoder). The paper's {PAPER['adapters']} adapters (§3.3.2: 12 in the "
-            f"image encoder, 36 in the text encoder and decoder) of this size would train "
-            f"{PAPER['adapters'] * each:,}; it does not give its r, and its {PAPER['trainable_adapters']:,} is "
-            f"{PAPER['trainable_adapters'] // PAPER['adapters']:,} per adapter."]
+            f"text encoder, so every tower here is the vision encoder and the text decoder). The paper's {paper} "
+            f"adapters (§3.3.2: 12 in the image encoder, 36 in the text encoder and decoder) of this size would train "
+            f"{paper * each:,}; it does not give its r, and its {PAPER['trainable_adapters']:,} is "
+            f"{PAPER['trainable_adapters'] // paper:,} per adapter."]
 
 
 def markdown(report: dict) -> str:
