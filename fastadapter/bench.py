@@ -510,9 +510,15 @@ def markdown(report: dict) -> str:
               "(an extrapolation, not a run). Modes run one after "
               "another in fresh processes: differences within the min–max spreads are noise, not a verdict."]
     if report["ratios"]:  # none unless both modes of a ratio ran
-        lines += ["", "| ratio | step time | saved for backward | peak memory |", "|---|---:|---:|---:|"]
+        lines += ["", "| ratio | step time, separate processes | step time, paired (one process) | saved for backward "
+                  "| peak memory |", "|---|---:|---:|---:|---:|"]
     for name, r in report["ratios"].items():
-        lines.append(f"| {name} | {r['time']:.3f} | {r['saved']:.3f} | {r['memory']:.3f} |")
+        pair = report["paired"].get(name, {})
+        paired = f"{pair['ratio']:.3f}" if "ratio" in pair else "—"
+        lines.append(f"| {name} | {r['time']:.3f} | {paired} | {r['saved']:.3f} | {r['memory']:.3f} |")
+    if any(name in report["paired"] for name in report["ratios"]):
+        lines += ["", "Where a ratio was also timed paired (the two modes' steps alternating in one process, below), "
+                  "that figure is the measurement: the machine's drift between processes cannot bias it."]
     for name, r in report["paired"].items():
         lines += _paired_lines(name, r)
     lines += direction.fused_markdown(report)

@@ -244,6 +244,11 @@ def test_default_pairs_ride_in_their_numerators_process(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "(c) against (b) in one process, the same adapters switching" in out
     assert "(b) against (a) in one process, each mode its own model" in out
+    # the ratio table sets each paired figure beside the separate processes' one
+    for name in ("c/b", "b/a"):
+        own, paired = report["ratios"][name]["time"], report["paired"][name]["ratio"]
+        assert f"| {name} | {own:.3f} | {paired:.3f} |" in out
+    assert f"| c/a | {report['ratios']['c/a']['time']:.3f} | — |" in out
 
 
 def test_requested_pairs_run_in_their_own_process(tmp_path, capsys):
@@ -261,7 +266,7 @@ def test_requested_pairs_run_in_their_own_process(tmp_path, capsys):
     assert report["fused_against_eager"]["c-text/b-text"]["time"]["from"] == "paired"
     assert report["fused_against_eager"]["c-text/b-text"]["saved"]["ratio"] is None
     assert report["direction"].keys() == {"b-text"} and report["direction"]["b-text"]["memory"]["ratio"] is None
-    assert "| ratio | step time |" not in out  # no ratio of two own runs: no empty table
+    assert "| ratio | step time" not in out  # no ratio of two own runs: no empty table
 
 
 def test_no_pairs_when_none_are_asked_for(tmp_path, monkeypatch):
