@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check, in one go: build, GPU tests, `fastadapter bench --preset gpu`, the GPU benchmark suites,
+# The GPU check, in one go: build, GPU tests, `fastadapter bench --preset gpu`, the GPU benchmark suites, the
+# diagnostics (per-call profile, the adapters' share of a step, each mode's phases),
 # then the CPU tests with the time left. For a GPU machine with no network that already has torch, triton and
 # transformers (plus pytest, pytest-benchmark, safetensors, tqdm, matplotlib).
-#   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]   STAGE: tests profile bench suites share phases cpu-tests
+#   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]   STAGE: tests bench suites profile share phases cpu-tests
 #   (default: all; the build always runs)
 # The whole run stays under a deadline (FASTADAPTER_GPU_DEADLINE_S, default 470 s; the issue asks for < 8 min
 # on one H200): each stage gets at most its own cap and never more than what is left, most important first;
@@ -11,7 +12,7 @@
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]}
 shift
-stages=" ${*:-tests profile bench suites share phases cpu-tests} "
+stages=" ${*:-tests bench suites profile share phases cpu-tests} "
 want() { [[ $stages == *" $1 "* ]]; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -58,21 +59,14 @@ timeout -s INT -k 10 "$(budget 120)" "${pytest[@]}" tests/test_gpu.py -v --durat
 rc=$?; stage "GPU tests" "$(verdict $rc "$out/tests-gpu.log")"
 }
 
-# 3. where a call's time goes: launches, kernel time, host time per implementation (host- or device-bound?)
-want profile && {
-timeout -s INT -k 10 "$(budget 90)" "$py" benchmarks/op_profile.py > "$out/op-profile.md" 2> "$out/op-profile.err"
-rc=$?; stage "op profile" "$( [ $rc -eq 0 ] && echo "ok ($(grep -c '| host |' "$out/op-profile.md") of \
-$(grep -cE '\| (host|device) \|' "$out/op-profile.md") calls host-bound)" || echo "exit $rc (see op-profile.err)")"
-}
-
-# 4. the paper's comparison (each mode in its own process; a failing mode is reported, the others kept)
+# 3. the paper's comparison (each mode in its own process; a failing mode is reported, the others kept)
 want bench && {
 timeout -s INT -k 10 "$(budget 180)" "$py" -m fastadapter.cli bench --preset gpu --out "$out" > "$out/bench.md" 2> "$out/bench.err"
 rc=$?; stage "fastadapter bench" "$( { [ $rc -eq 124 ] && echo 'TIMED OUT'; } || { [ -s "$out/bench.json" ] && \
   echo "exit $rc, bench.json written"; } || echo "FAILED (see bench.err)")"
 }
 
-# 5. GPU benchmark suites, one run per implementation: pytest-benchmark writes its JSON only when a run ends
+# 4. GPU benchmark suites, one run per implementation: pytest-benchmark writes its JSON only when a run ends
 #    whole, so a stage stopped at its cap loses only its own implementation. torch.compile last (slow compiles).
 bench_opts=(--benchmark-only --benchmark-min-rounds=5 --benchmark-max-time=0.1 -v)
 # FASTADAPTER_GPU_SUITES picks implementations (default: all five; cuda_packed is the cuda backend with its
@@ -93,6 +87,13 @@ want suites && for impl_cap in cuda:40 cuda_packed:40 triton:50 eager:40 compile
     -k "cuda-$impl-" --benchmark-json="$out/suites-$impl.json" > "$out/suites-$impl.log" 2>&1
   rc=$?; stage "suites ($impl)" "$(verdict $rc "$out/suites-$impl.log")"
 done
+
+# 5. where a call's time goes: launches, kernel time, host time per implementation (host- or device-bound?)
+want profile && {
+timeout -s INT -k 10 "$(budget 90)" "$py" benchmarks/op_profile.py > "$out/op-profile.md" 2> "$out/op-profile.err"
+rc=$?; stage "op profile" "$( [ $rc -eq 0 ] && echo "ok ($(grep -c '| host |' "$out/op-profile.md") of \
+$(grep -cE '\| (host|device) \|' "$out/op-profile.md") calls host-bound)" || echo "exit $rc (see op-profile.err)")"
+}
 
 # 6. the adapters' share of a GPU-preset step (kernel time), general and packed CUDA kernels
 want share && for packed in "" --packed; do
