@@ -1,5 +1,6 @@
-"""The main job until the benchmark report exists: BLIP-base shapes, adapters trained for a few steps on
-Pillow-made images, eager (reference) adapters against fused ones."""
+"""`fastadapter demo`, a short look: BLIP-base shapes, adapters trained for a few steps on Pillow-made images,
+eager (reference) adapters against fused ones on one model — the same losses, and a glance at the step time.
+`fastadapter bench` is the measurement (paired timing, memory, the paper's comparison)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def run(steps: int = 3, batch_size: int = 2, image_size: int = 384, bottleneck: 
     for r in results:
         print(f"| {r['mode']} | {r['trainable']:,} | {r['losses'][0]:.4f} | {r['losses'][-1]:.4f} | {r['step_s']:.2f} |")
     eager, fused = results
-    print(f"\nfused / eager step time: {fused['step_s'] / eager['step_s']:.2f}")
+    print(f"\nfused / eager step time: {fused['step_s'] / eager['step_s']:.2f} (medians of {steps} steps, one mode "
+          "after the other: a glance, not a measurement; `fastadapter bench --modes c --pairs c/b` times it paired)")
     print()
     print(trainable_summary(patch(model, AdapterConfig(bottleneck=bottleneck))))
     return results
