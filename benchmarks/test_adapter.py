@@ -18,7 +18,6 @@ WIDTH = 768
 TOKENS = {"cpu": {"images": 2 * 577, "captions": 32 * 40}, "cuda": {"images": 32 * 577, "captions": 32 * 40}}
 DTYPES = {"cpu": torch.float32, "cuda": torch.bfloat16}
 BOTTLENECKS = (64, 256, 512)
-PHASES = ("forward", "backward", "forward_backward")
 # cuda_packed: the cuda backend with its opt-in row-in-registers kernels (FASTADAPTER_CUDA_PACKED_ROWS=1).
 IMPLEMENTATIONS = {"cpu": ("eager", "compile", "cpu"), "cuda": ("eager", "compile", "cuda", "cuda_packed", "triton")}
 CASES = [(device, impl) for device in DEVICES for impl in IMPLEMENTATIONS[device]]
@@ -37,7 +36,7 @@ def make_module(impl, r, device):
     return module
 
 
-@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("phase", roofline.PHASES)
 @pytest.mark.parametrize("r", BOTTLENECKS)
 @pytest.mark.parametrize("tokens", ("images", "captions"))
 @pytest.mark.parametrize("device,impl", CASES)

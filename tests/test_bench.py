@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fastadapter import bench, cli
+from helpers import benchmarks_module
 
 
 def test_bench_tiny_run(tmp_path, capsys):
@@ -340,11 +341,7 @@ def test_op_profile_script_runs_and_reads_its_figures():
     assert done.returncode == 0, done.stderr
     assert "| 9 | 4 | forward | eager |" in done.stdout and "| 9 | 4 | forward_backward | cpu |" in done.stdout
 
-    sys.path.insert(0, str(script.parent))
-    try:
-        import op_profile
-    finally:
-        sys.path.remove(str(script.parent))
+    op_profile = benchmarks_module("op_profile")
     rows = [{"tokens": 8, "r": 4, "phase": "forward", "impl": impl, "launches": 5, "device_us": device, "host_us": host,
              "wall_us": max(host, device), "top": [("gemm", device)]} for impl, host, device in
             (("eager", 30.0, 80.0), ("cuda", 90.0, 40.0))]
