@@ -512,11 +512,11 @@ def markdown(report: dict) -> str:
     if report["ratios"]:  # none unless both modes of a ratio ran
         lines += ["", "| ratio | step time, separate processes | step time, paired (one process) | saved for backward "
                   "| peak memory |", "|---|---:|---:|---:|---:|"]
+    paired = {name: direction.paired_run(report, *name.split("/")) for name in report["ratios"]}
     for name, r in report["ratios"].items():
-        pair = report["paired"].get(name, {})
-        paired = f"{pair['ratio']:.3f}" if "ratio" in pair else "—"
-        lines.append(f"| {name} | {r['time']:.3f} | {paired} | {r['saved']:.3f} | {r['memory']:.3f} |")
-    if any(name in report["paired"] for name in report["ratios"]):
+        time = f"{paired[name]['ratio']:.3f}" if paired[name] else "—"
+        lines.append(f"| {name} | {r['time']:.3f} | {time} | {r['saved']:.3f} | {r['memory']:.3f} |")
+    if any(paired.values()):
         lines += ["", "Where a ratio was also timed paired (the two modes' steps alternating in one process, below), "
                   "that figure is the measurement: the machine's drift between processes cannot bias it."]
     for name, r in report["paired"].items():

@@ -53,7 +53,7 @@ def _measured(report: dict, mode: str) -> bool:
     return "step_s" in report["results"].get(mode, {})
 
 
-def _pair(report: dict, numerator: str, denominator: str) -> dict | None:
+def paired_run(report: dict, numerator: str, denominator: str) -> dict | None:
     """The paired run numerator/denominator, when one ran and did not fail."""
     pair = report["paired"].get(f"{numerator}/{denominator}")
     return pair if pair and "failed" not in pair else None
@@ -63,13 +63,13 @@ def _judged(report: dict, numerator: str, denominator: str) -> tuple[bool, bool]
     """(whether the two modes can be compared at all, whether both have their own run): time needs a paired run
     or both own runs; memory and saved bytes need both own runs."""
     own = _measured(report, numerator) and _measured(report, denominator)
-    return own or _pair(report, numerator, denominator) is not None, own
+    return own or paired_run(report, numerator, denominator) is not None, own
 
 
 def compare_times(report: dict, numerator: str, denominator: str) -> dict:
     """Step time of numerator against denominator: ratio, side ("faster", "slower" or None: not resolved), what it
     was judged from ("paired" or "separate") and the evidence, as the module docstring says."""
-    pair = _pair(report, numerator, denominator)
+    pair = paired_run(report, numerator, denominator)
     if pair:
         spread = pair["pairs_wall_time"]
         low, high = spread["median_ci95"]
@@ -118,7 +118,7 @@ def state(result: dict, dtype: str) -> str:
 
 def _phases(report: dict, mode: str) -> dict[str, dict[str, float]]:
     """Median phase seconds of mode and (a): from their paired run when there is one (same process)."""
-    pair = _pair(report, mode, "a")
+    pair = paired_run(report, mode, "a")
     if pair:
         return pair["phases_s"]
     return {m: report["results"][m]["phases_s"] for m in (mode, "a")}
