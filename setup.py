@@ -68,7 +68,11 @@ def cuda_include_dirs() -> list:
 
 def extension():
     isa = cpu_isa()
-    sources = ["csrc/ops.cpp", "csrc/adapter.cpp", "csrc/checks.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    # Every op's C++ under csrc/ (its folder, csrc/<op>/) and csrc/common/; what sits in a cuda/ folder only
+    # with the CUDA part.
+    every = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+    sources = [s for s in every if "/cuda/" not in s]
+    cuda_sources = [s for s in every if "/cuda/" in s] + sorted(glob.glob("csrc/**/cuda/*.cu", recursive=True))
     # -fopenmp makes at::parallel_for (inlined from ATen's headers) run in parallel; the OpenMP runtime is
     # the one libtorch_cpu already loads.
     cxx = ["-O3", "-fopenmp", *ISA_FLAGS[isa]]
@@ -81,7 +85,7 @@ def extension():
           f"{os.environ.get('TORCH_CUDA_ARCH_LIST', 'the visible GPUs')}")
     return cpp_extension.CUDAExtension(
         "fastadapter._C",
-        sources + sorted(glob.glob("csrc/cuda/*.cu")),
+        sources + cuda_sources,
         include_dirs=cuda_include_dirs(),
         define_macros=[("FASTADAPTER_WITH_CUDA", None)],
         extra_compile_args={"cxx": cxx + ["-DFASTADAPTER_WITH_CUDA"],

@@ -18,11 +18,11 @@
    whenever the GPU waits for the host.
 """
 
+import roofline
 import torch
 
 import fastadapter
-import roofline
-from fastadapter import measure
+from fastadapter.bench import measure
 
 
 def passes(tokens=8192, width=768, r=256, repeats=15) -> dict[str, float]:
@@ -73,7 +73,7 @@ def fused_against_eager(cases, width=768, repeats=200, autocast=None) -> dict[tu
         x = torch.randn(tokens, width, requires_grad=True)
         grad = torch.randn(tokens, width, dtype=autocast or torch.float32)
         config = fastadapter.AdapterConfig(bottleneck=r, init="normal")
-        eager = fastadapter.Adapter(width, config.replace(backend="reference"))
+        eager = fastadapter.Adapter(width, config.replace(backend="eager"))
         fused = fastadapter.Adapter(width, config.replace(backend="cpu"))
 
         def step(m):
@@ -92,7 +92,7 @@ def fused_against_eager(cases, width=768, repeats=200, autocast=None) -> dict[tu
 def per_call(repeats=200, calls=50) -> dict[str, float]:
     """Microseconds per call of fastadapter.adapter at a size where only the call's own overhead counts: fused
     against the eager adapter function, each sample `calls` calls in a row, samples interleaved."""
-    from fastadapter import reference
+    from fastadapter.ops.adapter import reference
 
     x, w_down, b_down, norm_weight, norm_bias, w_up, b_up = (
         torch.randn(*shape, requires_grad=True) for shape in ((1, 64), (16, 64), (16,), (16,), (16,), (64, 16), (64,)))

@@ -24,7 +24,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import fastadapter
-from fastadapter.backends import cuda_packed_rows
+from fastadapter.ops.adapter.registration import cuda_packed_rows
 
 WIDTH = 768
 IMPLEMENTATIONS = {"cuda": ("eager", "cuda", "cuda_packed", "triton"), "cpu": ("eager", "cpu")}
@@ -32,8 +32,8 @@ IMPLEMENTATIONS = {"cuda": ("eager", "cuda", "cuda_packed", "triton"), "cpu": ("
 
 def make_call(impl, tokens, r, device, phase):
     """The timed call (run it inside cuda_packed_rows for cuda_packed)."""
-    backend = {"eager": "reference", "cuda_packed": "cuda"}.get(impl, impl)
-    if backend != "reference":
+    backend = {"cuda_packed": "cuda"}.get(impl, impl)
+    if backend != "eager":
         info = fastadapter.backends()[backend]
         if not info.available or device not in info.devices:
             return None

@@ -1,4 +1,9 @@
-"""fastadapter: fused residual adapters for fine-tuning Hugging Face BLIP."""
+"""fastadapter: fused residual adapters for fine-tuning Hugging Face BLIP.
+
+Layers (docs/ARCHITECTURE.md): ops (fastadapter.ops: the fused ops and their backends) -> nn modules
+(modules.py: Adapter) -> BLIP integration (config.py, patching.py, io.py, trainable.py) -> the bench and the
+demo (fastadapter.bench, imported only by the CLI).
+"""
 
 import torch  # noqa: F401  (loads libtorch, which fastadapter._C links against)
 
@@ -10,19 +15,14 @@ except ImportError as error:  # pragma: no cover - only without a build
         "`pip install --no-build-isolation -e .` (it needs torch installed first)."
     ) from error
 
-from .backends import BackendInfo, BackendUnavailableError, backends
-from .ops import adapter, release_cpu_cache
-
-__all__ = ["adapter", "release_cpu_cache", "backends", "BackendInfo", "BackendUnavailableError"]
-__version__ = "0.1.0"
-
 from .config import AdapterConfig
 from .io import AdapterFileError, load_adapters, save_adapters
 from .modules import Adapter
+from .ops import BackendInfo, BackendUnavailableError, adapter, backends, release_cpu_cache
 from .patching import AlreadyPatchedError, UnsupportedModelError, adapters, patch, unpatch
-from .summary import TrainableSummary, trainable_summary
-from . import demo  # noqa: E402
+from .trainable import TrainableSummary, trainable_summary
 
-__all__ += ["AdapterConfig", "Adapter", "patch", "unpatch", "adapters", "save_adapters", "load_adapters",
-            "AdapterFileError", "AlreadyPatchedError", "UnsupportedModelError", "trainable_summary",
-            "TrainableSummary"]
+__all__ = ["adapter", "release_cpu_cache", "backends", "BackendInfo", "BackendUnavailableError", "AdapterConfig",
+           "Adapter", "patch", "unpatch", "adapters", "save_adapters", "load_adapters", "AdapterFileError",
+           "AlreadyPatchedError", "UnsupportedModelError", "trainable_summary", "TrainableSummary"]
+__version__ = "0.1.0"

@@ -1,27 +1,32 @@
-"""AdapterConfig: what patch() inserts and how it runs."""
+"""AdapterConfig: what patch() inserts and how it runs.
+
+Fields come in two kinds. ARCHITECTURE_FIELDS shape the adapters' weights and decide whether a saved adapter file
+fits a model; every other field only chooses how the adapters run, and a later version may add more of them (with
+defaults). So a file saved by an older version loads: a field it lacks takes its default. A field this version
+does not know is a clear error (a file from a newer version, or a typo).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
-from .backends import BACKENDS
-from .reference import ACTIVATIONS, NORMS
+from .ops.adapter.reference import ACTIVATIONS, NORMS
+from .ops.registry import BACKENDS, DEPRECATED
 
 TOWERS = ("vision", "text_encoder", "text_decoder")
 INITS = ("zero", "normal")
-# The fields that shape the adapter weights; the others only choose how they run.
 ARCHITECTURE_FIELDS = ("bottleneck", "activation", "norm", "eps", "towers")
 
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    """bottleneck: r, the adapter's hidden size (the paper's width is D=768; r=256 gives ~19 M parameters
-    over 48 adapters). init: "zero" (up-projection zero: the patched model computes exactly what the
-    unpatched one did) or "normal" (up-projection ~ N(0, 0.01²)). towers: which BLIP towers get adapters.
-    backend: "auto" | "cpu" | "cuda" | "triton" | "eager" for the fused op, or "reference" for the plain
-    PyTorch adapter with autograd (the unfused baseline). recompute: save only x and the norm statistics
-    for backward (least memory, one more GEMM)."""
+    """bottleneck: r, the adapter's hidden size. init: "zero" (up-projection zero: the patched model computes
+    exactly what the unpatched one did) or "normal" (up-projection ~ N(0, 0.01²)). towers: which BLIP towers get
+    adapters. backend: "auto" | "cpu" | "cuda" | "triton" | "torch" for the fused op, or "eager" for the plain
+    PyTorch adapter with autograd (the unfused baseline; "reference" is its deprecated name). recompute: save only
+    x and the norm statistics for backward (least memory, one more GEMM)."""
 
     bottleneck: int = 256
     activation: str = "gelu"
@@ -34,6 +39,13 @@ class AdapterConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "towers", tuple(self.towers))
+        if self.backend in DEPRECATED:
+            warnings.warn(f"AdapterConfig: backend {self.backend!r} is now called {DEPRECATED[self.backend]!r}",
+                          DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "backend", DEPRECATED[self.backend])
+        self._check()
+
+    def _check(self):
         if isinstance(self.bottleneck, bool) or not isinstance(self.bottleneck, int) or self.bottleneck < 1:
             raise ValueError(f"AdapterConfig: bottleneck must be a positive integer, got {self.bottleneck!r}")
         if self.activation not in ACTIVATIONS:
@@ -47,9 +59,9 @@ class AdapterConfig:
         unknown = [t for t in self.towers if t not in TOWERS]
         if unknown or not self.towers:
             raise ValueError(f"AdapterConfig: towers must be a non-empty subset of {TOWERS}, got {self.towers}")
-        if self.backend not in ("auto", "reference", *BACKENDS):
-            raise ValueError(f"AdapterConfig: unknown backend {self.backend!r}; expected 'auto', 'reference' "
-                             f"or one of {BACKENDS}")
+        if self.backend not in ("auto", *BACKENDS):
+            raise ValueError(f"AdapterConfig: unknown backend {self.backend!r}; expected 'auto' or one of "
+                             f"{BACKENDS}")
 
     def replace(self, **changes) -> "AdapterConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -62,9 +74,11 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "AdapterConfig":
+        """The config a saved dict describes; fields it lacks take their defaults (an older file)."""
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"AdapterConfig: unknown field(s) {sorted(unknown)}")
+            raise ValueError(f"AdapterConfig: unknown field(s) {sorted(unknown)} (saved by a newer fastadapter?); "
+                             f"this version knows {[f.name for f in dataclasses.fields(cls)]}")
         return cls(**data)
 
     def architecture(self) -> dict:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import reference
 from .config import AdapterConfig
 from .ops import adapter
 
 
 class Adapter(nn.Module):
     """One residual adapter of width `width`. Its parameters are ordinary nn.Linear / norm modules
-    (down, norm, up); the forward runs the fused op unless config.backend == "reference"."""
+    (down, norm, up); the forward runs the op with config.backend (the plain PyTorch adapter for "eager")."""
 
     def __init__(self, width: int, config: AdapterConfig | None = None, device=None, dtype=None):
         super().__init__()
@@ -41,8 +40,6 @@ class Adapter(nn.Module):
         # One lookup per submodule: nn.Module attribute lookups are a visible part of a small call's host time.
         c, down, norm, up = self.config, self.down, self.norm, self.up
         args = (x, down.weight, down.bias, norm.weight, getattr(norm, "bias", None), up.weight, up.bias)
-        if c.backend == "reference":
-            return reference.adapter(*args, activation=c.activation, norm=c.norm, eps=c.eps)
         return adapter(*args, activation=c.activation, norm=c.norm, eps=c.eps, backend=c.backend,
                        recompute=c.recompute)
 

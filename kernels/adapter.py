@@ -1,6 +1,7 @@
-"""Triton kernels of the adapter's fused middle: norm + activation forward and backward.
+"""The adapter op's triton backend: Triton kernels of its fused middle (norm + activation, forward and backward)
+and the op's whole forward and backward around them (forward, backward: the GEMMs by torch, as the torch backend's).
 
-Same contract as csrc/ (fastadapter::norm_act_forward / norm_act_backward): h is (rows, r) contiguous,
+The middle's contract is the native kernels' (csrc/adapter/adapter.h, NormActForward): h is (rows, r) contiguous,
 math in float32 (every load is upcast at once), statistics in float32. A program owns a block of rows
 and all r columns; parameter grads are reduced per program, then across programs by a finishing kernel in a
 fixed order, so they are deterministic.
@@ -12,39 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-ACTIVATION_IDS = {"gelu": 0, "gelu_tanh": 1, "relu": 2, "silu": 3}
-# Globals read inside @triton.jit must be constexpr.
-SQRT_HALF = tl.constexpr(0.7071067811865476)
-INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
-SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)
-GELU_TANH_CUBIC = tl.constexpr(0.044715)
-
-
-@triton.jit
-def _tanh(x):
-    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
-
-
-@triton.jit
-def _activation(z, ACT: tl.constexpr):
-    """(act(z), act'(z)); ACT is resolved at compile time, so one branch is compiled."""
-    if ACT == 0:
-        cdf = 0.5 * (1.0 + tl.math.erf(z * SQRT_HALF))
-        value = z * cdf
-        slope = cdf + z * tl.exp(-0.5 * z * z) * INV_SQRT_2PI
-    elif ACT == 1:
-        # Tensors lead each product: constexpr * tensor fails in the interpreter.
-        t = _tanh((z + z * z * z * GELU_TANH_CUBIC) * SQRT_2_OVER_PI)
-        value = 0.5 * z * (1.0 + t)
-        slope = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + z * z * (3.0 * GELU_TANH_CUBIC))
-    elif ACT == 2:
-        value = tl.maximum(z, 0.0)
-        slope = tl.where(z > 0.0, 1.0, 0.0)
-    else:
-        s = 1.0 / (1.0 + tl.exp(-z))
-        value = z * s
-        slope = s * (1.0 + z * (1.0 - s))
-    return value, slope
+from ..ops.adapter import torch_backend
+from .common import ACTIVATION_IDS, activation_and_slope
 
 
 @triton.jit
@@ -68,7 +38,7 @@ def _forward_kernel(H, W, B, A, MEAN, RSTD, rows, r, eps, HAS_BIAS: tl.constexpr
     z = centred * rstd[:, None] * w[None, :]
     if HAS_BIAS:
         z += tl.load(B + offs_r, mask=mask_r, other=0.0).to(tl.float32)[None, :]
-    a, _ = _activation(z, ACT)
+    a, _ = activation_and_slope(z, ACT)
     tl.store(A + offsets, a.to(A.dtype.element_ty), mask=mask)
     tl.store(MEAN + offs_m, mean, mask=mask_m)
     tl.store(RSTD + offs_m, rstd, mask=mask_m)
@@ -99,7 +69,7 @@ def _backward_kernel(GA, H, MEAN, RSTD, W, B, A, GH, PARTIAL, rows, r, rows_per_
         mean = tl.load(MEAN + offs_m, mask=mask_m, other=0.0)
         rstd = tl.load(RSTD + offs_m, mask=mask_m, other=0.0)
         xhat = (h - mean[:, None]) * rstd[:, None]
-        a, slope = _activation(xhat * w[None, :] + b[None, :], ACT)
+        a, slope = activation_and_slope(xhat * w[None, :] + b[None, :], ACT)
         grad_z = grad_a * slope  # zero outside the mask, since grad_a is
         acc_w += tl.sum(grad_z * xhat, axis=0)
         acc_b += tl.sum(grad_z, axis=0)
@@ -219,3 +189,15 @@ def _processor_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return 2  # the interpreter: few programs, so each runs many rows
+
+
+def forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps, recompute):
+    """The adapter op's forward under its saved-for-backward contract (fastadapter/ops/adapter/torch_backend.py)."""
+    return torch_backend.forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps,
+                                 recompute, middle=norm_act_forward)
+
+
+def backward(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up, activation, norm, eps,
+             recompute, input_grad):
+    return torch_backend.backward(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up, activation,
+                                  norm, eps, recompute, input_grad, middle=norm_act_backward)

@@ -6,12 +6,20 @@ import sys
 
 import pytest
 import torch
+from helpers import (
+    assert_matches_reference,
+    cast,
+    check_against_reference,
+    check_autocast,
+    check_strided_parameters,
+    cpu_backends,
+    make_inputs,
+)
 
 import fastadapter
-from fastadapter import _C, reference
-from fastadapter.backends import cuda_packed_rows
-from helpers import (assert_matches_reference, cast, check_against_reference, check_autocast, check_strided_parameters,
-                     cpu_backends, make_inputs)
+from fastadapter import _C
+from fastadapter.ops.adapter import reference
+from fastadapter.ops.adapter.registration import cuda_packed_rows
 
 BACKENDS = cpu_backends()
 SIZES = [(1, 64, 48), (7, 64, 1), (7, 768, 300), (1000, 64, 256), (1000, 768, 48), (7, 64, 256), (1000, 768, 256)]
@@ -111,12 +119,12 @@ def test_backends_share_the_saved_tensor_contract(forward_backend, backward_back
     grad_y = torch.randn_like(y)
     mixed = torch.ops.fastadapter.adapter_backward(grad_y, x, h, mean, rstd, *params[:5], *options, False, True,
                                                    backward_backend)
-    _, h0, mean0, rstd0 = torch.ops.fastadapter.adapter_forward(x, *params, *options, False, "eager")
+    _, h0, mean0, rstd0 = torch.ops.fastadapter.adapter_forward(x, *params, *options, False, "torch")
     torch.testing.assert_close(h, h0, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(mean, mean0, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(rstd, rstd0, rtol=1e-5, atol=1e-6)
     plain = torch.ops.fastadapter.adapter_backward(grad_y, x, h0, mean0, rstd0, *params[:5], *options, False, True,
-                                                   "eager")
+                                                   "torch")
     for got, expected in zip(mixed, plain):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -127,13 +135,11 @@ def test_opcheck(backend, recompute):
     x, *params = cast(make_inputs(6, 32, 8, lead=(2,)), torch.float32)
     args = (x, *params, "silu", "layernorm", 1e-5, recompute, backend)
     torch.library.opcheck(torch.ops.fastadapter.adapter_forward.default, args)
-    h = torch.randn(12, 8)
-    weight, bias = torch.randn(8), torch.randn(8)
-    torch.library.opcheck(torch.ops.fastadapter.norm_act_forward.default, (h, weight, bias, "gelu", "rmsnorm", 1e-5))
-    if backend == "cpu":
-        a, mean, rstd = torch.ops.fastadapter.norm_act_forward(h, weight, bias, "gelu", "layernorm", 1e-5)
-        torch.library.opcheck(torch.ops.fastadapter.norm_act_backward.default,
-                              (torch.randn_like(h), h, mean, rstd, weight, bias, "gelu", "layernorm"))
+    y, h, mean, rstd = torch.ops.fastadapter.adapter_forward(*args)
+    torch.library.opcheck(torch.ops.fastadapter.adapter_backward.default,
+                          (torch.randn_like(y), x.detach(), h, mean, rstd, *[None if p is None else p.detach()
+                                                                            for p in params[:5]],
+                           "silu", "layernorm", 1e-5, recompute, True, backend))
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
@@ -279,3 +285,21 @@ def test_cuda_packed_kernels_are_opt_in_and_taken_where_rows_split_into_packs():
             [1, 1, 2, 4, 0, 0]
         assert [_C.cuda_packed_rows_chunks(r, 4, backward=True) for r in (20, 128, 256, 260)] == [1, 1, 2, 0]
         assert _C.cuda_packed_rows_chunks(128, 2, backward=True) == 1  # test_gpu's bf16 case
+
+
+def test_eager_is_the_plain_pytorch_adapter_with_autograd():
+    """backend="eager" is what a user writes in plain PyTorch: the reference itself, differentiable to any order."""
+    leaves = cast(make_inputs(5, 16, 4), torch.float32)
+    y = fastadapter.adapter(*leaves, backend="eager")
+    assert torch.equal(y, reference.adapter(*leaves))
+    (grad_x,) = torch.autograd.grad((y ** 2).sum(), leaves[0], create_graph=True)
+    assert grad_x.requires_grad  # a second backward is possible
+
+
+def test_python_backend_errors_keep_their_type():
+    """An error raised inside a backend written in Python (torch) comes back through the op's C++ as itself."""
+    x, *params = cast(make_inputs(5, 16, 4), torch.float32, requires_grad=False)
+    y, h, mean, rstd = torch.ops.fastadapter.adapter_forward(x, *params, "gelu", "layernorm", 1e-5, False, "torch")
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):  # backward's names reach the backend
+        torch.ops.fastadapter.adapter_backward(y, x, h, mean, rstd, *params[:5], "swish", "layernorm", 1e-5,
+                                               False, True, "torch")

@@ -4,11 +4,12 @@ import re
 
 import pytest
 import torch
+from helpers import cast, make_inputs
 
 import fastadapter
-from fastadapter import backends as backends_module
-from fastadapter.backends import BackendInfo, BackendUnavailableError
-from helpers import cast, make_inputs
+from fastadapter.ops import adapter as adapter_op
+from fastadapter.ops import registry
+from fastadapter.ops.registry import BackendInfo, BackendUnavailableError
 
 
 def inputs(dtype=torch.float32):
@@ -90,20 +91,35 @@ def test_unknown_activation_and_norm():
         fastadapter.AdapterConfig(norm="groupnorm")
 
 
-def test_native_kernels_check_names_too():
-    h = torch.randn(4, 8)
+def test_the_backward_checks_what_it_is_given():
+    """adapter_backward, called directly with saved tensors that break the contract, names what is wrong."""
+    x, w_down, b_down, norm_weight, norm_bias, w_up, b_up = inputs()
+    y, h, mean, rstd = torch.ops.fastadapter.adapter_forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up,
+                                                             "gelu", "layernorm", 1e-5, False, "cpu")
+    rest = (w_down, b_down, norm_weight, norm_bias, w_up)
+    with pytest.raises(ValueError, match="mean and rstd must be float32 with one entry per row of h"):
+        torch.ops.fastadapter.adapter_backward(y, x, h, mean[:3], rstd, *rest, "gelu", "layernorm", 1e-5, False,
+                                               True, "cpu")
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
-        torch.ops.fastadapter.norm_act_forward(h, torch.ones(8), None, "swish", "layernorm", 1e-5)
-    with pytest.raises(ValueError, match=r"norm weight must have shape \(8,\)"):
-        torch.ops.fastadapter.norm_act_forward(h, torch.ones(7), None, "gelu", "layernorm", 1e-5)
-    with pytest.raises(TypeError, match="norm bias is BFloat16 but h is Float; they must match"):
-        torch.ops.fastadapter.norm_act_forward(h, torch.ones(8), torch.ones(8, dtype=torch.bfloat16), "gelu",
-                                               "layernorm", 1e-5)
-    with pytest.raises(ValueError, match="h must have at least one column"):
-        torch.ops.fastadapter.norm_act_forward(h[:, :0], torch.ones(0), None, "gelu", "layernorm", 1e-5)
+        torch.ops.fastadapter.adapter_backward(y, x, h, mean, rstd, *rest, "swish", "layernorm", 1e-5, False,
+                                               True, "cpu")
 
 
-@pytest.mark.parametrize("backend", ["cpu", "eager"])
+def test_a_missing_required_tensor_is_named():
+    x, w_down, b_down, norm_weight, norm_bias, w_up, b_up = inputs()
+    for backend in ("auto", "eager"):
+        with pytest.raises(TypeError, match="norm_weight must be a torch.Tensor, got None"):
+            call(x, w_down, b_down, None, None, w_up, b_up, backend=backend)
+        with pytest.raises(TypeError, match="w_up must be a torch.Tensor, got None"):
+            call(x, w_down, b_down, norm_weight, norm_bias, None, b_up, backend=backend)
+
+
+def test_eager_is_not_a_contract_backend():
+    with pytest.raises(ValueError, match="no backend 'eager' implements the op's saved-for-backward contract"):
+        torch.ops.fastadapter.adapter_forward(*inputs(), "gelu", "layernorm", 1e-5, True, "eager")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_the_op_checks_its_own_inputs(backend):
     """Called directly, past the Python wrapper, the op names a bad argument before any work."""
     x, w_down, b_down, norm_weight, norm_bias, w_up, b_up = inputs()
@@ -144,7 +160,9 @@ def test_unknown_backend():
 
 def test_missing_backend_says_why(monkeypatch):
     if torch.cuda.is_available():  # a GPU machine has it: stand in a missing build
-        monkeypatch.setitem(backends_module._INFO, "cuda", BackendInfo("cuda", False, (), "not built (test)"))
+        missing = BackendInfo("cuda", False, (), "not built (test)")
+        monkeypatch.setitem(registry._BUILT, "cuda", missing)
+        monkeypatch.setitem(adapter_op.BACKENDS.info, "cuda", missing)
     info = fastadapter.backends()["cuda"]
     assert not info.available
     with pytest.raises(BackendUnavailableError, match=re.escape("backend 'cuda' is not available: " + info.reason)):
@@ -158,6 +176,19 @@ def test_backend_on_the_wrong_device():
 
 def test_backends_report():
     report = fastadapter.backends()
-    assert set(report) == {"cpu", "cuda", "triton", "eager"}
-    assert report["cpu"].available and report["eager"].available
+    assert set(report) == {"cpu", "cuda", "triton", "torch", "eager"}
+    assert report["cpu"].available and report["torch"].available and report["eager"].available
     assert all(info.reason for info in report.values())
+    per_op = fastadapter.backends("adapter")
+    assert set(per_op) == set(report) and per_op["cpu"].available == report["cpu"].available
+    with pytest.raises(ValueError, match="unknown op 'attention'"):
+        fastadapter.backends("attention")
+
+
+def test_reference_is_the_deprecated_name_of_eager():
+    args = inputs()
+    with pytest.warns(DeprecationWarning, match="'reference' is now called 'eager'"):
+        y = call(*args, backend="reference")
+    assert torch.equal(y, call(*args, backend="eager"))
+    with pytest.warns(DeprecationWarning, match="'reference' is now called 'eager'"):
+        assert fastadapter.AdapterConfig(backend="reference").backend == "eager"

@@ -1,14 +1,16 @@
 """patch / unpatch / save / load on tiny configs of every supported class."""
 
 import copy
+import json
 import os
 
 import pytest
 import torch
+from blip_fixtures import LAYERS, MODEL_NAMES, build, inputs
+from safetensors import safe_open
 from torch import nn
 
 import fastadapter
-from blip_fixtures import LAYERS, MODEL_NAMES, build, inputs
 from fastadapter import AdapterConfig, AdapterFileError, AlreadyPatchedError, UnsupportedModelError
 
 SMALL = AdapterConfig(bottleneck=8)
@@ -84,7 +86,7 @@ def test_generate_after_patching():
 
 
 @pytest.mark.parametrize("name", ["BlipForConditionalGeneration", "BlipForImageTextRetrieval", "BlipVisionModel"])
-@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize("backend", ["auto", "eager"])
 def test_training_step_changes_adapters_and_nothing_else(name, backend):
     model, _, output = build(name)
     fastadapter.patch(model, SMALL.replace(init="normal", backend=backend))
@@ -117,25 +119,25 @@ def seeded_adapter_grads(backend, autocast=False):
     return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_fused_and_reference_adapters_train_the_same():
-    fused, reference = seeded_adapter_grads("cpu"), seeded_adapter_grads("reference")
-    for n, g in reference.items():
+def test_fused_and_eager_adapters_train_the_same():
+    fused, eager = seeded_adapter_grads("cpu"), seeded_adapter_grads("eager")
+    for n, g in eager.items():
         torch.testing.assert_close(fused[n], g, rtol=1e-4, atol=1e-6)
 
 
 def test_patched_model_trains_under_autocast():
     # The fused adapters take the bfloat16 activations of an autocast model with their float32 parameters and
-    # return float32 grads. Their grads stay as close to float32 training as those of the reference adapters
+    # return float32 grads. Their grads stay as close to float32 training as those of the eager adapters
     # (nn.Linear / LayerNorm, cast by PyTorch's own autocast rules) do: per tensor, max error / max magnitude.
-    exact = seeded_adapter_grads("reference")
+    exact = seeded_adapter_grads("eager")
 
     def worst_error(grads):
         assert all(g.dtype == torch.float32 for g in grads.values())
         return max(((grads[n] - g).abs().max() / g.abs().max()).item() for n, g in exact.items())
 
     fused = worst_error(seeded_adapter_grads("cpu", autocast=True))
-    reference = worst_error(seeded_adapter_grads("reference", autocast=True))
-    assert 0 < fused <= reference, f"fused adapters under autocast: {fused:.3e}, reference adapters: {reference:.3e}"
+    eager = worst_error(seeded_adapter_grads("eager", autocast=True))
+    assert 0 < fused <= eager, f"fused adapters under autocast: {fused:.3e}, eager adapters: {eager:.3e}"
 
 
 def test_activation_checkpointing_gives_the_same_grads():
@@ -255,3 +257,36 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         fastadapter.save_adapters(model, tmp_path)
     assert (tmp_path / "adapters.safetensors").read_bytes() == good  # the old file is intact
     assert sorted(os.listdir(tmp_path)) == ["adapter_config.json", "adapters.safetensors"]  # no temp files left
+
+
+def _rewrite_header(directory, change):
+    """The saved adapter files with their config changed by change(config dict), as another version would save."""
+    from safetensors.torch import load_file, save_file
+
+    weights = directory / "adapters.safetensors"
+    with safe_open(str(weights), framework="pt") as f:
+        header = json.loads(f.metadata()["fastadapter"])
+    change(header["config"])
+    save_file(load_file(str(weights)), str(weights), metadata={"fastadapter": json.dumps(header)})
+    (directory / "adapter_config.json").write_text(json.dumps(header, indent=2) + "\n")
+
+
+def test_a_file_from_an_older_version_loads_and_a_newer_one_is_refused(tmp_path):
+    model, _, output = build("BlipTextLMHeadModel")
+    fastadapter.patch(model, SMALL.replace(init="normal"))
+    fastadapter.save_adapters(model, tmp_path)
+    _rewrite_header(tmp_path, lambda config: [config.pop(k) for k in ("backend", "recompute", "init")])
+    fresh, _, _ = build("BlipTextLMHeadModel")
+    fastadapter.load_adapters(fresh, tmp_path)  # the missing fields take their defaults
+    assert fastadapter.patching.patch_state(fresh).config.backend == "auto"
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(output(model), output(fresh))
+    # only the fields that shape the weights decide whether a file fits: another backend still loads
+    other, _, _ = build("BlipTextLMHeadModel")
+    fastadapter.patch(other, SMALL.replace(backend="eager", recompute=True))
+    fastadapter.load_adapters(other, tmp_path)
+
+    _rewrite_header(tmp_path, lambda config: config.update(fused_losses=True))
+    with pytest.raises(AdapterFileError, match=r"unknown field\(s\) \['fused_losses'\]"):
+        fastadapter.load_adapters(build("BlipTextLMHeadModel")[0], tmp_path)

@@ -7,7 +7,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include "norm_act.cuh"
 
@@ -156,7 +155,7 @@ __global__ void finish_sums_kernel(const float* __restrict__ partial, int blocks
   out[j % r] = static_cast<T>(s);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_launch(
     const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
     const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
     c10::string_view norm) {
@@ -165,7 +164,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
   const int r = static_cast<int>(h.size(1));
   TORCH_CHECK(kBackwardSharedPerR * static_cast<int64_t>(r) <= kSharedFloats,
               "fastadapter: the cuda backend supports a bottleneck of at most ", kSharedFloats / kBackwardSharedPerR,
-              ", got ", r, "; use backend='triton' or 'eager'");
+              ", got ", r, "; use backend='triton', 'torch' or 'eager'");
   const Activation act = parse_activation(std::string(activation));
   const Norm nrm = parse_norm(std::string(norm));
   const c10::cuda::CUDAGuard guard(h.device());
@@ -175,13 +174,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   at::Tensor a = at::empty_like(h);
   at::Tensor grad_h = at::empty_like(h);
-  if (rows == 0) return {a, grad_h, at::zeros({r}, h.options()), at::zeros({r}, h.options()), at::zeros({r}, h.options())};
+  if (rows == 0) {
+    return {a, grad_h, at::zeros({r}, h.options()), at::zeros({r}, h.options()), at::zeros({r}, h.options())};
+  }
   // Three tensors, not rows of one: the op's outputs must not alias.
   at::Tensor grad_weight = at::empty({r}, h.options());
   at::Tensor grad_bias = at::empty({r}, h.options());
   at::Tensor grad_h_sum = at::empty({r}, h.options());
   const int chunks = vector_chunks(r, h.element_size(),
-                                   {g.const_data_ptr(), h.const_data_ptr(), a.const_data_ptr(), grad_h.const_data_ptr()},
+                                   {g.const_data_ptr(), h.const_data_ptr(), a.const_data_ptr(),
+                                    grad_h.const_data_ptr()},
                                    kMaxBackwardChunks);
   const int64_t shared_per_r = chunks > 0 ? 3 : kBackwardSharedPerR;  // the vector kernel keeps grad_xhat in registers
   const int warps = static_cast<int>(std::clamp<int64_t>(kSharedFloats / (shared_per_r * r), 1, 8));
@@ -192,17 +194,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_backward_cuda", [&] {
     dispatch_kernel<kMaxBackwardChunks>(act, nrm, chunks, [&](auto act_tag, auto norm_tag, auto chunks_tag) {
-      constexpr Activation kAct = decltype(act_tag)::value;
-      constexpr Norm kNorm = decltype(norm_tag)::value;
       constexpr int kChunks = decltype(chunks_tag)::value;
-      // Both kernels take the same arguments.
-      const auto kernel = [] {
-        if constexpr (kChunks > 0) {
-          return backward_vec_kernel<scalar_t, kChunks, kAct, kNorm>;
-        } else {
-          return backward_kernel<scalar_t, kAct, kNorm>;
-        }
-      }();
+      const auto kernel = pick_kernel<kChunks>(
+          backward_vec_kernel<scalar_t, std::max(kChunks, 1), decltype(act_tag)::value, decltype(norm_tag)::value>,
+          backward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>);
       kernel<<<grid, warps * kWarpSize, shared_bytes, stream>>>(
           g.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), m.const_data_ptr<float>(),
           s.const_data_ptr<float>(), w.const_data_ptr<scalar_t>(),
@@ -220,6 +215,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastadapter, CUDA, m) { m.impl("norm_act_backward", &norm_act_backward_cuda); }
-
 }  // namespace fastadapter::gpu
+
+namespace fastadapter {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cuda(
+    const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
+    const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
+    c10::string_view norm) {
+  return gpu::backward_launch(grad_a, h, mean, rstd, weight, bias, activation, norm);
+}
+
+}  // namespace fastadapter

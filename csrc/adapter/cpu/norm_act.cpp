@@ -4,104 +4,18 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <type_traits>
 #include <vector>
 
-#include "../fastadapter.h"
+#include "../../common/cpu/vec_math.h"
+#include "../adapter.h"
 
 namespace fastadapter {
 namespace {
 
-using Vec = at::vec::Vectorized<float>;
-constexpr int64_t kLanes = Vec::size();
-
-// Transcendentals use ATen's polynomial exp_u20 (error <= 20 ulp, about 2e-6 relative): Sleef's calls cost
-// several times more here and the kernels are meant to be near memory speed.
-inline Vec fast_exp(Vec x) { return x.exp_u20(); }
-
-// erf(|u|) by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), given exp(-u^2), which callers reuse.
-inline Vec erf_abs(Vec abs_u, Vec exp_neg_u2) {
-  const Vec t = Vec(1.f) / (Vec(0.3275911f) * abs_u + Vec(1.f));
-  const Vec poly =
-      ((((Vec(1.061405429f) * t - Vec(1.453152027f)) * t + Vec(1.421413741f)) * t - Vec(0.284496736f)) * t +
-       Vec(0.254829592f)) * t;
-  return Vec(1.f) - poly * exp_neg_u2;
-}
-
-inline Vec tanh_from_exp(Vec x) { return Vec(1.f) - Vec(2.f) / (fast_exp(Vec(2.f) * x) + Vec(1.f)); }
-
-template <Activation A>
-struct Act;
-
-template <>
-struct Act<Activation::Gelu> {
-  // value = z * Phi(z), grad = Phi(z) + z * phi(z); one exp serves both.
-  static void cdf_pdf(Vec z, Vec& cdf, Vec& pdf) {
-    const Vec e = fast_exp(Vec(-0.5f) * z * z);
-    const Vec erf_mag = erf_abs(z.abs() * Vec(kSqrtHalf), e);
-    cdf = Vec(0.5f) * (Vec(1.f) + Vec::blendv(erf_mag, erf_mag.neg(), z < Vec(0.f)));
-    pdf = e * Vec(kInvSqrt2Pi);
-  }
-  static Vec value(Vec z) {
-    Vec cdf, pdf;
-    cdf_pdf(z, cdf, pdf);
-    return z * cdf;
-  }
-  static void value_and_grad(Vec z, Vec& value, Vec& grad) {
-    Vec cdf, pdf;
-    cdf_pdf(z, cdf, pdf);
-    value = z * cdf;
-    grad = cdf + z * pdf;
-  }
-};
-
-template <>
-struct Act<Activation::GeluTanh> {
-  static Vec value(Vec z) {
-    return Vec(0.5f) * z * (Vec(1.f) + tanh_from_exp(Vec(kSqrt2OverPi) * (z + Vec(kGeluTanhCubic) * z * z * z)));
-  }
-  static void value_and_grad(Vec z, Vec& value, Vec& grad) {
-    const Vec t = tanh_from_exp(Vec(kSqrt2OverPi) * (z + Vec(kGeluTanhCubic) * z * z * z));
-    const Vec dinner = Vec(kSqrt2OverPi) * (Vec(1.f) + Vec(3.f * kGeluTanhCubic) * z * z);
-    value = Vec(0.5f) * z * (Vec(1.f) + t);
-    grad = Vec(0.5f) * (Vec(1.f) + t) + Vec(0.5f) * z * (Vec(1.f) - t * t) * dinner;
-  }
-};
-
-template <>
-struct Act<Activation::Relu> {
-  static Vec value(Vec z) { return at::vec::maximum(z, Vec(0.f)); }
-  static void value_and_grad(Vec z, Vec& value, Vec& grad) {
-    value = at::vec::maximum(z, Vec(0.f));
-    grad = Vec::blendv(Vec(0.f), Vec(1.f), z > Vec(0.f));
-  }
-};
-
-template <>
-struct Act<Activation::Silu> {
-  static Vec value(Vec z) { return z / (Vec(1.f) + fast_exp(z.neg())); }
-  static void value_and_grad(Vec z, Vec& value, Vec& grad) {
-    const Vec s = Vec(1.f) / (Vec(1.f) + fast_exp(z.neg()));
-    value = z * s;
-    grad = s * (Vec(1.f) + z * (Vec(1.f) - s));
-  }
-};
-
-inline float horizontal_sum(Vec v) {
-  float lanes[kLanes];
-  v.store(lanes);
-  float sum = 0.f;
-  for (int64_t i = 0; i < kLanes; ++i) sum += lanes[i];
-  return sum;
-}
-
-// Loads are zero-padded past the row end, so sums over a partial last vector stay correct.
-inline Vec load(const float* p, int64_t j, int64_t r) { return Vec::loadu(p + j, std::min(kLanes, r - j)); }
-inline Vec load_or_zero(const float* p, int64_t j, int64_t r) { return p ? load(p, j, r) : Vec(0.f); }
-inline void store(Vec v, float* p, int64_t j, int64_t r) { v.store(p + j, std::min(kLanes, r - j)); }
+using namespace fastadapter::cpu;
 
 template <Norm N>
 void row_statistics(const float* h, int64_t r, float eps, float& mean, float& rstd) {
@@ -203,7 +117,7 @@ void finish_row(const float* computed, T* row, int64_t r) {
   if constexpr (!std::is_same_v<T, float>) at::vec::convert(computed, row, r);
 }
 
-// The residual's rows, walked inside the norm pass's row loop (see ResidualRows in fastadapter.h):
+// The residual's rows, walked inside the norm pass's row loop (see ResidualRows in ../adapter.h):
 // dest[i] = source[i] (+ bias), and, when column_sums is given ((chunks, width) float32), source summed
 // into the row's chunk. NoResidual is the plain norm pass.
 struct NoResidual {
@@ -399,36 +313,6 @@ NormActBackwardSums norm_act_backward_cpu_into(const at::Tensor& grad_a, const a
           sum_chunks(pp + r, chunks, 3 * r, r, weight.scalar_type()),
           sum_chunks(pp + 2 * r, chunks, 3 * r, r, h.scalar_type()),
           residual ? sum_chunks(column_sums, chunks, width, width, residual->source.scalar_type()) : at::Tensor()};
-}
-
-namespace {
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cpu(const at::Tensor& h, const at::Tensor& weight,
-                                                                    const std::optional<at::Tensor>& bias,
-                                                                    c10::string_view activation, c10::string_view norm,
-                                                                    double eps) {
-  at::Tensor a = at::empty_like(h);
-  at::Tensor mean = at::empty({h.size(0)}, h.options().dtype(at::kFloat));
-  at::Tensor rstd = at::empty({h.size(0)}, h.options().dtype(at::kFloat));
-  norm_act_forward_cpu_into(h, weight, bias, activation, norm, eps, a, mean, rstd, nullptr);
-  return {a, mean, rstd};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_act_backward_cpu(
-    const at::Tensor& grad_a, const at::Tensor& h, const at::Tensor& mean, const at::Tensor& rstd,
-    const at::Tensor& weight, const std::optional<at::Tensor>& bias, c10::string_view activation,
-    c10::string_view norm) {
-  at::Tensor a = at::empty_like(h);
-  at::Tensor grad_h = at::empty_like(h);
-  auto sums = norm_act_backward_cpu_into(grad_a, h, mean, rstd, weight, bias, activation, norm, a, grad_h, nullptr);
-  return {a, grad_h, sums.grad_weight, sums.grad_bias, sums.grad_h_sum};
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fastadapter, CPU, m) {
-  m.impl("norm_act_forward", &norm_act_forward_cpu);
-  m.impl("norm_act_backward", &norm_act_backward_cpu);
 }
 
 }  // namespace fastadapter

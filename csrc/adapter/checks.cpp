@@ -8,7 +8,7 @@
 #include <sstream>
 #include <string>
 
-#include "fastadapter.h"
+#include "adapter.h"
 
 namespace fastadapter {
 namespace {
@@ -29,7 +29,7 @@ void check_tensor(const char* name, const at::Tensor& t, const at::Tensor& x) {
   const auto type = t.scalar_type();
   TORCH_CHECK_TYPE(type == at::kFloat || type == at::kBFloat16 || type == at::kHalf, "fastadapter.adapter: ", name,
                    " is ", dtype_name(type), "; supported dtypes are float32, bfloat16 and float16 (the kernels "
-                   "compute in float32; use fastadapter.reference for float64)");
+                   "compute in float32; use backend='eager' for float64)");
   TORCH_CHECK_TYPE(type == x.scalar_type(), "fastadapter.adapter: dtype mismatch: x is ",
                    dtype_name(x.scalar_type()), " but ", name, " is ", dtype_name(type));
   TORCH_CHECK_VALUE(t.device() == x.device(), "fastadapter.adapter: device mismatch: x is on ", x.device(), " but ",
@@ -79,6 +79,34 @@ void check_adapter_inputs(const at::Tensor& x, const at::Tensor& w_down, const s
   parse_activation(std::string(activation));
   parse_norm(std::string(norm));
   TORCH_CHECK_VALUE(eps > 0, "fastadapter.adapter: eps must be positive, got ", eps);
+}
+
+void check_norm_act_inputs(const Tensor& h, const Tensor& weight, const OptTensor& bias) {
+  TORCH_CHECK_VALUE(h.dim() == 2 && h.is_contiguous(), "fastadapter: h must be a contiguous 2-D tensor, got ",
+                    h.sizes());
+  TORCH_CHECK_TYPE(h.is_floating_point(), "fastadapter: h must be floating point, got ", h.scalar_type());
+  const auto r = h.size(1);
+  TORCH_CHECK_VALUE(r >= 1, "fastadapter: h must have at least one column (the norm is over its rows)");
+  const auto check_param = [&](const Tensor& p, const char* name) {
+    TORCH_CHECK_VALUE(p.dim() == 1 && p.size(0) == r, "fastadapter: norm ", name, " must have shape (", r, ",), got ",
+                      p.sizes());
+    TORCH_CHECK_VALUE(p.device() == h.device(), "fastadapter: norm ", name, " is on ", p.device(), " but h is on ",
+                      h.device());
+    TORCH_CHECK_TYPE(p.scalar_type() == h.scalar_type(), "fastadapter: norm ", name, " is ", p.scalar_type(),
+                     " but h is ", h.scalar_type(), "; they must match");
+  };
+  check_param(weight, "weight");
+  if (bias.has_value()) check_param(*bias, "bias");
+}
+
+void check_norm_act_backward_inputs(const Tensor& grad_a, const Tensor& h, const Tensor& mean, const Tensor& rstd,
+                                    const Tensor& weight, const OptTensor& bias) {
+  check_norm_act_inputs(h, weight, bias);
+  TORCH_CHECK_VALUE(grad_a.sizes() == h.sizes() && grad_a.scalar_type() == h.scalar_type(),
+                    "fastadapter: grad_a must match h in shape and dtype");
+  TORCH_CHECK_VALUE(mean.numel() == h.size(0) && rstd.numel() == h.size(0) && mean.scalar_type() == at::kFloat &&
+                        rstd.scalar_type() == at::kFloat,
+                    "fastadapter: mean and rstd must be float32 with one entry per row of h");
 }
 
 }  // namespace fastadapter

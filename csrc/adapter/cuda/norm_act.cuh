@@ -1,6 +1,6 @@
-// Shared by the CUDA kernels of the adapter's fused middle (norm_act_forward.cu, norm_act_backward.cu): the
-// activations, warp reductions, 16-byte row packs and launch helpers. Each kernel file compiles on its own, so
-// the build runs them in parallel.
+// Shared by the CUDA kernels of the adapter's fused middle (norm_act_forward.cu, norm_act_backward.cu): 16-byte
+// row packs and launch helpers (activations and warp reductions: csrc/common/cuda/device_math.cuh). Each kernel
+// file compiles on its own, so the build runs them in parallel.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,53 +13,10 @@
 #include <string_view>
 #include <type_traits>
 
-#include "../fastadapter.h"
+#include "../../common/cuda/device_math.cuh"
+#include "../adapter.h"
 
 namespace fastadapter::gpu {
-
-constexpr int kWarpSize = 32;
-
-template <Activation A>
-struct Act;
-
-template <>
-struct Act<Activation::Gelu> {
-  static __device__ float value(float z) { return 0.5f * z * (1.f + erff(z * kSqrtHalf)); }
-  static __device__ float grad(float z) {
-    return 0.5f * (1.f + erff(z * kSqrtHalf)) + z * __expf(-0.5f * z * z) * kInvSqrt2Pi;
-  }
-};
-
-template <>
-struct Act<Activation::GeluTanh> {
-  static __device__ float value(float z) {
-    return 0.5f * z * (1.f + tanhf(kSqrt2OverPi * (z + kGeluTanhCubic * z * z * z)));
-  }
-  static __device__ float grad(float z) {
-    const float t = tanhf(kSqrt2OverPi * (z + kGeluTanhCubic * z * z * z));
-    return 0.5f * (1.f + t) + 0.5f * z * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * kGeluTanhCubic * z * z);
-  }
-};
-
-template <>
-struct Act<Activation::Relu> {
-  static __device__ float value(float z) { return z > 0.f ? z : 0.f; }
-  static __device__ float grad(float z) { return z > 0.f ? 1.f : 0.f; }
-};
-
-template <>
-struct Act<Activation::Silu> {
-  static __device__ float value(float z) { return z / (1.f + __expf(-z)); }
-  static __device__ float grad(float z) {
-    const float s = 1.f / (1.f + __expf(-z));
-    return s * (1.f + z * (1.f - s));
-  }
-};
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
 
 // Row-in-registers kernels, for rows whose r elements split into 16-byte packs (r % pack == 0, 16-byte aligned
 // rows) and fit CHUNKS packs per lane: one 16-byte load per pack instead of 2- or 4-byte loads, and h and
@@ -158,6 +115,13 @@ void dispatch_kernel(Activation act, Norm norm, int chunks, F&& f) {
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+// The row-in-registers kernel where rows split into CHUNKS packs per lane, else the general one (both take the
+// same arguments; the first is named at CHUNKS >= 1 only to have a type when unused).
+template <int kChunks, typename Kernel>
+constexpr Kernel pick_kernel(Kernel row_in_registers, Kernel general) {
+  return kChunks > 0 ? row_in_registers : general;
 }
 
 inline int grid_size(int64_t rows, int rows_per_block, int blocks_per_sm) {

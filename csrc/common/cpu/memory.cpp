@@ -1,4 +1,4 @@
-// The CPU adapter's large tensors (see fastadapter.h): a small caching allocator of huge-page blocks.
+// The CPU kernels' large tensors (see memory.h): a small caching allocator of huge-page blocks.
 #include <ATen/ATen.h>
 #include <ATen/EmptyTensor.h>
 #include <c10/core/Allocator.h>
@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 #include <unordered_map>
 
-#include "../fastadapter.h"
+#include "memory.h"
 
 namespace fastadapter {
 namespace {

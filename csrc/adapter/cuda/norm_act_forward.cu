@@ -5,7 +5,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include "norm_act.cuh"
 
@@ -105,10 +104,10 @@ __global__ void forward_vec_kernel(const T* __restrict__ h, const T* __restrict_
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::Tensor& h, const at::Tensor& weight,
-                                                                     const std::optional<at::Tensor>& bias,
-                                                                     c10::string_view activation,
-                                                                     c10::string_view norm, double eps) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_launch(const at::Tensor& h, const at::Tensor& weight,
+                                                              const std::optional<at::Tensor>& bias,
+                                                              c10::string_view activation, c10::string_view norm,
+                                                              double eps) {
   check_norm_act_inputs(h, weight, bias);
   const Activation act = parse_activation(std::string(activation));
   const Norm nrm = parse_norm(std::string(norm));
@@ -126,17 +125,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::T
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "fastadapter_norm_act_forward_cuda", [&] {
     const int chunks = vector_chunks(r, sizeof(scalar_t), {h.const_data_ptr(), a.const_data_ptr()}, kMaxChunks);
     dispatch_kernel<kMaxChunks>(act, nrm, chunks, [&](auto act_tag, auto norm_tag, auto chunks_tag) {
-      constexpr Activation kAct = decltype(act_tag)::value;
-      constexpr Norm kNorm = decltype(norm_tag)::value;
       constexpr int kChunks = decltype(chunks_tag)::value;
-      // Both kernels take the same arguments.
-      const auto kernel = [] {
-        if constexpr (kChunks > 0) {
-          return forward_vec_kernel<scalar_t, kChunks, kAct, kNorm>;
-        } else {
-          return forward_kernel<scalar_t, kAct, kNorm>;
-        }
-      }();
+      const auto kernel = pick_kernel<kChunks>(
+          forward_vec_kernel<scalar_t, std::max(kChunks, 1), decltype(act_tag)::value, decltype(norm_tag)::value>,
+          forward_kernel<scalar_t, decltype(act_tag)::value, decltype(norm_tag)::value>);
       kernel<<<grid, kForwardWarps * kWarpSize, 0, stream>>>(
           h.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
           b.defined() ? b.const_data_ptr<scalar_t>() : nullptr,
@@ -149,11 +141,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::T
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastadapter, CUDA, m) { m.impl("norm_act_forward", &norm_act_forward_cuda); }
-
 }  // namespace fastadapter::gpu
 
 namespace fastadapter {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::Tensor& h, const at::Tensor& weight,
+                                                                     const std::optional<at::Tensor>& bias,
+                                                                     c10::string_view activation,
+                                                                     c10::string_view norm, double eps) {
+  return gpu::forward_launch(h, weight, bias, activation, norm, eps);
+}
 
 int cuda_packed_rows_chunks(int64_t r, int64_t element_size, bool backward) {
   return gpu::vector_chunks(r, static_cast<size_t>(element_size), {},

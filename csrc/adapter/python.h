@@ -1,0 +1,10 @@
+// The adapter op's Python bindings (python.cpp), added to fastadapter._C by csrc/extension.cpp.
+#pragma once
+
+#include <torch/extension.h>
+
+namespace fastadapter {
+
+void bind_adapter(pybind11::module_& m);
+
+}  // namespace fastadapter

@@ -1,0 +1,8 @@
+"""fastadapter's ops, one subpackage each (fastadapter/ops/<op>/: public function, eager reference, Python
+backends, registration), with the shared backend registry (registry.py) and shared math (common.py)."""
+
+from .adapter import adapter
+from .common import release_cpu_cache
+from .registry import BackendInfo, BackendUnavailableError, backends
+
+__all__ = ["adapter", "release_cpu_cache", "backends", "BackendInfo", "BackendUnavailableError"]
