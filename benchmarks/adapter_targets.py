@@ -14,11 +14,11 @@ import argparse
 import datetime
 import platform
 
+import roofline
 import torch
 
 import fastadapter
-import roofline
-from fastadapter import measure
+from fastadapter.bench import measure
 
 TARGETS = {"fwd+bwd fused/eager": 0.85, "fwd+bwd fused/GEMM floor": 1.10, "inference fused/eager": 0.90,
            "saved bytes fused/eager": 0.67, "saved bytes recompute/eager": 0.51}
@@ -28,7 +28,7 @@ def measure_targets(tokens=8192, width=768, r=256, repeats=15, backend="cpu") ->
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
     config = fastadapter.AdapterConfig(bottleneck=r, init="normal")
-    eager = fastadapter.Adapter(width, config.replace(backend="reference"))
+    eager = fastadapter.Adapter(width, config.replace(backend="eager"))
     fused = fastadapter.Adapter(width, config.replace(backend=backend))
     lean = fastadapter.Adapter(width, config.replace(backend=backend, recompute=True))
     fused.load_state_dict(eager.state_dict())
@@ -75,12 +75,29 @@ def markdown(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def write_record(results: dict[str, float], args) -> None:
+    import sys
+
+    import result_file
+
+    names = ("fwd+bwd fused/eager", "inference fused/eager", "fwd+bwd fused/GEMM floor", "saved bytes fused/eager")
+    figures = [result_file.figure(name, round(results[name], 3)) for name in names]
+    wins = results["fwd+bwd fused/eager"] < 1
+    verdict = "fused wins" if wins else "fused does not win on time"
+    result_file.write(result_file.record(f"adapter op, CPU, T={args.tokens} D=768 r=256 float32: fused vs eager",
+                                         "python benchmarks/" + " ".join(["adapter_targets.py", *sys.argv[1:]]),
+                                         figures, verdict), args.json)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--json", help="also write the run as a result record (benchmarks/result_file.py) here")
     args = parser.parse_args()
     results = measure_targets(tokens=args.tokens, repeats=args.repeats)
+    if args.json:
+        write_record(results, args)
     print(f"{datetime.date.today()} · {platform.processor() or platform.machine()} · {torch.get_num_threads()} "
           f"threads · torch {torch.__version__} · fastadapter cpu backend: {fastadapter.backends()['cpu'].reason}")
     print(f"T={args.tokens}, D=768, r=256, float32, medians of {args.repeats} interleaved runs\n")

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
-
 import roofline
+import torch
 
 # Random weights can drive CPU arithmetic into denormals, which cost ~10x and are not what we measure.
 torch.set_flush_denormal(True)

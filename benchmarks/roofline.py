@@ -1,4 +1,4 @@
-"""The roofline floor of the adapter op (DESIGN.md, Measuring): the least time any implementation could take,
+"""The roofline floor of the adapter op (docs/ARCHITECTURE.md, Measuring): the least time any implementation could take,
 max(FLOPs / matmul throughput, bytes / memory bandwidth), from the least work each phase must do and this
 device's throughput and bandwidth as measured here — one large GEMM and one large copy in the suites' dtype, so
 the floor is what this machine's own libraries reach, not a datasheet's peak. And a second, measured floor: the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-PHASES = ("forward", "backward", "forward_backward")
+OP_PASSES = ("forward", "backward", "forward_backward")
 
 
 def adapter_work(phase: str, tokens: int, width: int, r: int, itemsize: int) -> tuple[int, int]:
@@ -38,17 +38,17 @@ def adapter_work(phase: str, tokens: int, width: int, r: int, itemsize: int) -> 
         return backward
     if phase == "forward_backward":
         return forward[0] + backward[0], forward[1] + bottleneck + backward[1]
-    raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+    raise ValueError(f"unknown phase {phase!r}; expected one of {OP_PASSES}")
 
 
 def adapter_gemms(phase: str, tokens: int, width: int, r: int, device: str, dtype: torch.dtype):
-    """A callable that runs only the GEMMs of `phase` at the adapter's shapes and layouts, as csrc/adapter.cpp
-    calls them (forward: x·w_downᵀ, a·w_upᵀ; backward: grad_y·w_up, grad_h·w_down, grad_hᵀ·x, grad_yᵀ·a): the
-    GEMM-only floor (DESIGN.md, Measuring) — what an implementation that leaves the GEMMs to the BLAS library can
-    at best reach on this machine, thin GEMMs' real rate included; above it are its own passes, allocation and
-    dispatch. Its FLOPs are adapter_work's."""
-    if phase not in PHASES:
-        raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+    """A callable that runs only the GEMMs of `phase` at the adapter's shapes and layouts, as the native backends
+    (csrc/adapter/) call them (forward: x·w_downᵀ, a·w_upᵀ; backward: grad_y·w_up, grad_h·w_down, grad_hᵀ·x,
+    grad_yᵀ·a): the GEMM-only floor (docs/ARCHITECTURE.md, Measuring) — what an implementation that leaves the GEMMs
+    to the BLAS library can at best reach on this machine, thin GEMMs' real rate included; above it are its own
+    passes, allocation and dispatch. Its FLOPs are adapter_work's."""
+    if phase not in OP_PASSES:
+        raise ValueError(f"unknown phase {phase!r}; expected one of {OP_PASSES}")
     make = functools.partial(torch.randn, device=device, dtype=dtype)
     x, grad_y, rows_r = make(tokens, width), make(tokens, width), make(tokens, r)  # rows_r: h, a or grad_h
     w_down, w_up = make(r, width), make(width, r)

@@ -19,7 +19,7 @@ from dataclasses import replace
 import torch
 
 from fastadapter import bench
-from fastadapter.measure import PHASES, timed_train_step
+from fastadapter.bench.measure import STEP_PHASES, timed_train_step
 
 
 def step_phases(preset: bench.Preset, modes: list[str], default_adamw: bool = False) -> dict[str, dict[str, float]]:
@@ -30,7 +30,7 @@ def step_phases(preset: bench.Preset, modes: list[str], default_adamw: bool = Fa
         if default_adamw:
             optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         runs[mode] = (model, batch, optimizer)
-    times = {mode: {phase: [] for phase in (*PHASES, "step")} for mode in modes}
+    times = {mode: {phase: [] for phase in (*STEP_PHASES, "step")} for mode in modes}
     for step in range(preset.warmup + preset.steps):
         for mode in modes if step % 2 == 0 else modes[::-1]:
             timed = timed_train_step(*runs[mode], preset.device)
@@ -42,11 +42,11 @@ def step_phases(preset: bench.Preset, modes: list[str], default_adamw: bool = Fa
 
 
 def table(medians: dict[str, dict[str, float]]) -> str:
-    lines = ["| mode | trains | " + " | ".join(f"{p} (ms)" for p in (*PHASES, "step")) + " |",
-             "|---|---|" + "---:|" * (len(PHASES) + 1)]
+    lines = ["| mode | trains | " + " | ".join(f"{p} (ms)" for p in (*STEP_PHASES, "step")) + " |",
+             "|---|---|" + "---:|" * (len(STEP_PHASES) + 1)]
     for mode, by_phase in medians.items():
         lines.append(f"| {mode} | {bench.MODES[mode]} | "
-                     + " | ".join(f"{by_phase[p] * 1e3:.0f}" for p in (*PHASES, "step")) + " |")
+                     + " | ".join(f"{by_phase[p] * 1e3:.0f}" for p in (*STEP_PHASES, "step")) + " |")
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ import statistics
 from torch.profiler import ProfilerActivity, profile
 
 from fastadapter import bench
-from fastadapter.measure import timed_train_step
+from fastadapter.bench.measure import timed_train_step
 
 OPS = ("fastadapter::adapter_forward", "fastadapter::adapter_backward")
 
@@ -57,7 +57,8 @@ def main():
     r = adapter_share(args.preset, args.steps)
     print(f"preset {args.preset}{' (packed rows)' if args.packed else ''}, mode (c), median of {args.steps} "
           f"profiled steps: step {r['step_s'] * 1e3:.0f} ms; {r['time']} time of adapter_forward "
-          f"{r['adapter_forward_ms']:.1f} ms, adapter_backward {r['adapter_backward_ms']:.1f} ms ({r['calls']} calls each); the adapters' share of the step {r['share']:.3f} [{r['share_min']:.3f}–{r['share_max']:.3f}]")
+          f"{r['adapter_forward_ms']:.1f} ms, adapter_backward {r['adapter_backward_ms']:.1f} ms ({r['calls']} calls "
+          f"each); the adapters' share of the step {r['share']:.3f} [{r['share_min']:.3f}–{r['share_max']:.3f}]")
     for f in (0.9, 0.8, 0.5):
         print(f"an op at {f:.1f}x eager's time gives (c)/(b) >= {1 - r['share'] * (1 / f - 1):.3f}")
 

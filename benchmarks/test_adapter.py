@@ -7,12 +7,12 @@ alone at the same shapes (roofline.py).
 """
 
 import pytest
+import roofline
 import torch
+from conftest import DEVICES, record_floor, require, time_call
 
 import fastadapter
-import roofline
-from conftest import DEVICES, record_floor, require, time_call
-from fastadapter import measure
+from fastadapter.bench import measure
 
 WIDTH = 768
 TOKENS = {"cpu": {"images": 2 * 577, "captions": 32 * 40}, "cuda": {"images": 32 * 577, "captions": 32 * 40}}
@@ -24,8 +24,8 @@ CASES = [(device, impl) for device in DEVICES for impl in IMPLEMENTATIONS[device
 
 
 def make_module(impl, r, device):
-    backend = {"eager": "reference", "compile": "reference", "cuda_packed": "cuda"}.get(impl, impl)
-    if backend != "reference":
+    backend = {"compile": "eager", "cuda_packed": "cuda"}.get(impl, impl)
+    if backend != "eager":
         info = fastadapter.backends()[backend]
         if not info.available or device not in info.devices:
             pytest.skip(f"backend {backend!r} does not run on {device} here: {info.reason}")
@@ -36,7 +36,7 @@ def make_module(impl, r, device):
     return module
 
 
-@pytest.mark.parametrize("phase", roofline.PHASES)
+@pytest.mark.parametrize("phase", roofline.OP_PASSES)
 @pytest.mark.parametrize("r", BOTTLENECKS)
 @pytest.mark.parametrize("tokens", ("images", "captions"))
 @pytest.mark.parametrize("device,impl", CASES)

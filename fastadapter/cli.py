@@ -7,15 +7,19 @@ import sys
 
 
 def _backends(args) -> int:
-    from . import backends
+    from .ops.registry import backends, ops
 
     for name, info in backends().items():
         print(f"{name:7s} {'yes' if info.available else 'no ':4s} {info.reason}")
+    for op in ops():
+        print(f"\nop {op}:")
+        for name, info in backends(op).items():
+            print(f"  {name:7s} {'yes' if info.available else 'no ':4s} {info.reason}")
     return 0
 
 
 def _demo(args) -> int:
-    from . import demo
+    from .bench import demo
 
     demo.run(steps=args.steps, batch_size=args.batch, image_size=args.image_size, bottleneck=args.bottleneck)
     return 0

@@ -77,7 +77,8 @@ def read_adapters(path) -> tuple[dict, dict[str, torch.Tensor]]:
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise AdapterFileError(f"{weights} is not a readable safetensors file (corrupt or truncated?): {error}") from error
+        raise AdapterFileError(f"{weights} is not a readable safetensors file (corrupt or truncated?): "
+                               f"{error}") from error
     try:
         header = json.loads(metadata["fastadapter"])
         config = AdapterConfig.from_dict(header["config"])

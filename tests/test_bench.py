@@ -6,9 +6,10 @@ import statistics
 
 import pytest
 import torch
+from helpers import benchmarks_module
 
 from fastadapter import bench, cli
-from helpers import benchmarks_module
+from fastadapter.bench import measure, models, steps
 
 
 def test_bench_tiny_run(tmp_path, capsys):
@@ -91,7 +92,7 @@ def test_no_stale_plot_when_nothing_was_measured(tmp_path, monkeypatch, capsys):
         raise RuntimeError("out of memory")
 
     (tmp_path / "bench.png").write_bytes(b"an earlier run's chart")
-    monkeypatch.setattr(bench, "_in_fresh_process", broken)
+    monkeypatch.setattr(steps, "in_fresh_process", broken)
     report = bench.run("cpu", ["a", "b"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0,
                        bottleneck=8)
     assert bench.failures(report) == ["a", "b", "paired b/a"]  # b/a rode in b's process
@@ -112,8 +113,6 @@ def test_paired_eager_against_fused():
 def _fake_steps(monkeypatch, name_of, seconds, cpu_seconds):
     """Replaces the training step: records which mode each step ran (name_of(model, optimizer)) and returns the next of
     that mode's wall seconds, advancing the process CPU clock by the next of its CPU seconds."""
-    from fastadapter import measure
-
     order, clock = [], {"cpu": 0.0}
 
     def fake_step(model, batch, optimizer, device="cpu"):
@@ -124,7 +123,7 @@ def _fake_steps(monkeypatch, name_of, seconds, cpu_seconds):
         return measure.TrainStep(wall, torch.zeros(()), phases)
 
     monkeypatch.setattr(measure, "timed_train_step", fake_step)
-    monkeypatch.setattr(bench.time, "process_time", lambda: clock["cpu"])
+    monkeypatch.setattr(steps.time, "process_time", lambda: clock["cpu"])
     return order
 
 
@@ -134,7 +133,7 @@ def test_paired_run_alternates_which_side_goes_first(monkeypatch):
 
     def mode_of(model, optimizer):
         backend = next(iter(fastadapter.adapters(model).values())).config.backend
-        return "b" if backend == "reference" else "c"
+        return "b" if backend == "eager" else "c"
 
     seconds = {"b": iter([1.0, 2.0, 4.0, 8.0, 1.0]), "c": iter([9.0, 1.0, 1.5, 2.0, 2.5])}  # first pair: warm-up
     cpu_seconds = {"b": iter([1.0] * 5), "c": iter([3.0, 0.5, 1.0, 0.5, 1.0])}  # the process's CPU time per step
@@ -160,7 +159,7 @@ def test_a_fused_eager_pair_on_a_measured_model_skips_the_warm_up(monkeypatch):
     import fastadapter
 
     def mode_of(model, optimizer):
-        return "b" if next(iter(fastadapter.adapters(model).values())).config.backend == "reference" else "c"
+        return "b" if next(iter(fastadapter.adapters(model).values())).config.backend == "eager" else "c"
 
     preset = bench.Preset("cpu", "float32", batch=1, image_size=32, steps=2, warmup=1, bottleneck=8)
     setup = bench.setup_mode(preset, "c")
@@ -183,7 +182,7 @@ def test_paired_modes_each_train_their_own_model(monkeypatch):
             return "a"
         adapters = fastadapter.adapters(model).values()
         assert trained == {id(p) for a in adapters for p in a.parameters()}
-        assert all(a.config.backend == "reference" for a in adapters)
+        assert all(a.config.backend == "eager" for a in adapters)
         return "b"
 
     seconds = {"a": iter([2.0, 2.0, 4.0]), "b": iter([1.0, 3.0, 2.0])}
@@ -209,14 +208,14 @@ def test_pairs_are_checked():
 
 
 def test_a_failing_mode_keeps_the_others(tmp_path, monkeypatch, capsys):
-    real = bench._in_fresh_process
+    real = steps.in_fresh_process
 
     def broken_for_b_text(device, fn, *args):
         if args and args[0] == "b-text":
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return real(device, fn, *args)
 
-    monkeypatch.setattr(bench, "_in_fresh_process", broken_for_b_text)
+    monkeypatch.setattr(steps, "in_fresh_process", broken_for_b_text)
     report = bench.run("cpu", ["a", "b-text"], out_dir=str(tmp_path), batch=1, image_size=32, steps=1, warmup=0,
                        bottleneck=8)
     assert report["results"]["a"]["step_s"] > 0
@@ -275,10 +274,10 @@ def test_no_pairs_when_none_are_asked_for(tmp_path, monkeypatch):
 
     def record(device, fn, *args):
         # run_mode: the mode it pairs with afterwards, or None; paired: its pair
-        ran.append((fn.__name__, args[-1] if fn is bench.run_mode else "/".join(args[1:3])))
+        ran.append((fn.__name__, args[-1] if fn is steps.run_mode else "/".join(args[1:3])))
         raise RuntimeError("not run in this test")
 
-    monkeypatch.setattr(bench, "_in_fresh_process", record)
+    monkeypatch.setattr(steps, "in_fresh_process", record)
     report = bench.run("cpu", ["b", "c"], out_dir=str(tmp_path), pairs=[], batch=1, image_size=32, steps=1,
                        warmup=0, bottleneck=8)
     assert ran == [("run_mode", None), ("run_mode", None)] and report["paired"] == {}
@@ -299,10 +298,10 @@ def test_no_pairs_when_none_are_asked_for(tmp_path, monkeypatch):
 def test_post_init_covers_the_skipped_default_init(monkeypatch):
     """build_model skips torch's default init of the modules BLIP's post_init re-initialises; filled with NaN
     instead, none may survive construction."""
-    monkeypatch.setattr(bench, "_SKIPPED_INIT_FILL", float("nan"))
+    monkeypatch.setattr(models, "_SKIPPED_INIT_FILL", float("nan"))
     model = bench.build_model(None, bench.Preset("cpu", "float32", batch=1, image_size=32, steps=1, warmup=0))
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    monkeypatch.setattr(bench, "_SKIPPED_INIT_FILL", None)
+    monkeypatch.setattr(models, "_SKIPPED_INIT_FILL", None)
     assert torch.nn.Linear(2, 2).weight.abs().sum() > 0  # torch's own init is back after construction
 
 
@@ -320,7 +319,7 @@ def test_bench_models_draw_post_inits_distribution_from_a_pool():
     embeddings = model.text_decoder.bert.embeddings.word_embeddings.weight  # larger than the pool: several slices
     for weight in (attention.query.weight, attention.key.weight, embeddings):
         assert abs(weight.std().item() / std - 1) < 0.01 and abs(weight.mean().item()) < 0.01 * std
-    assert embeddings.numel() > bench._NORMAL_POOL_SIZE
+    assert embeddings.numel() > models._NORMAL_POOL_SIZE
     assert not torch.equal(attention.query.weight, attention.key.weight)
     assert model.text_decoder.bert.encoder.layer[0].output.LayerNorm.weight.eq(1).all()  # post_init's other inits
     assert torch.Tensor.normal_ is torch._C.TensorBase.normal_
@@ -392,7 +391,7 @@ def test_measurements_run_in_fresh_processes(monkeypatch):
         methods.append(method)
         return real(method)
 
-    monkeypatch.setattr(bench.multiprocessing, "get_context", recording)
+    monkeypatch.setattr(steps.multiprocessing, "get_context", recording)
     for device in ("cpu", "cuda"):
-        assert bench._in_fresh_process(device, os.getpid) != os.getpid()
+        assert steps.in_fresh_process(device, os.getpid) != os.getpid()
     assert methods == ["forkserver", "spawn"]

@@ -6,6 +6,7 @@ import sys
 
 import fastadapter
 from fastadapter import cli
+from fastadapter.bench import demo
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,7 @@ def test_backends_command(capsys):
 
 
 def test_demo_runs_and_fused_matches_eager(capsys):
-    results = fastadapter.demo.run(steps=2, batch_size=1, image_size=96, bottleneck=16)
+    results = demo.run(steps=2, batch_size=1, image_size=96, bottleneck=16)
     eager, fused = results
     assert eager["trainable"] == fused["trainable"] == 24 * (2 * 768 * 16 + 3 * 16 + 768)
     assert len(eager["losses"]) == 2

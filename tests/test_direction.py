@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fastadapter import direction, measure
+from fastadapter.bench import direction, measure
 
 
 def _result(steps, peak, trainable=1000, saved=2**20, label="a mode"):
@@ -118,7 +118,7 @@ def test_a_timed_step_is_split_into_its_phases():
     before = model.linear.weight.detach().clone()
     step = measure.timed_train_step(model, {"x": torch.randn(32, 64)}, optimizer)
     assert not torch.equal(before, model.linear.weight) and model.linear.weight.grad is None  # stepped, zeroed
-    assert step.phases.keys() == set(measure.PHASES) and min(step.phases.values()) > 0
+    assert step.phases.keys() == set(measure.STEP_PHASES) and min(step.phases.values()) > 0
     assert sum(step.phases.values()) <= step.seconds < sum(step.phases.values()) + 0.05
     assert step.loss.requires_grad is False
 

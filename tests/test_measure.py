@@ -1,4 +1,4 @@
-"""fastadapter.measure.saved_bytes: what it counts, that it holds nothing once its graph is dropped, and that a
+"""fastadapter.bench.measure.saved_bytes: what it counts, that it holds nothing once its graph is dropped, and that a
 backward through the graph it measured is the plain one (bench's first warm-up step trains through it)."""
 
 import gc
@@ -6,7 +6,7 @@ import weakref
 
 import torch
 
-from fastadapter.measure import saved_bytes
+from fastadapter.bench.measure import saved_bytes
 
 
 def _net(x, linear):

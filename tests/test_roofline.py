@@ -4,9 +4,8 @@ import time
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from helpers import benchmarks_module
+from torch.utils.flop_counter import FlopCounterMode
 
 roofline = benchmarks_module("roofline")
 

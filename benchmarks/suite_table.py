@@ -6,7 +6,7 @@ two floors (roofline.py) and eager and the best fused implementation against eac
 fastest run of the phase's GEMMs alone at the case's shapes, the median of what each implementation's case
 recorded (one burst of a shared machine's load then moves none of it).
 
-    python benchmarks/summarize.py BENCHMARKS_JSON [MORE_JSON ...]
+    python benchmarks/suite_table.py BENCHMARKS_JSON [MORE_JSON ...]
 """
 
 import json

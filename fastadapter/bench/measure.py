@@ -69,13 +69,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-PHASES = ("forward", "backward", "optimizer")
+STEP_PHASES = ("forward", "backward", "optimizer")
 
 
 class TrainStep(NamedTuple):
     seconds: float  # the whole step by the host's clock, the device synchronised at its end
     loss: torch.Tensor
-    phases: dict[str, float]  # seconds of each of PHASES: host clock on CPU, CUDA events on GPU
+    phases: dict[str, float]  # seconds of each of STEP_PHASES: host clock on CPU, CUDA events on GPU
 
 
 def timed_train_step(model, batch: dict, optimizer, device: str = "cpu") -> TrainStep:
@@ -105,4 +105,4 @@ def timed_train_step(model, batch: dict, optimizer, device: str = "cpu") -> Trai
     seconds = time.perf_counter() - start
     spans = ([begin.elapsed_time(end) / 1e3 for begin, end in zip(marks, marks[1:])] if cuda else
              [end - begin for begin, end in zip(marks, marks[1:])])
-    return TrainStep(seconds, loss.detach(), dict(zip(PHASES, spans)))
+    return TrainStep(seconds, loss.detach(), dict(zip(STEP_PHASES, spans)))

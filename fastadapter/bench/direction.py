@@ -21,6 +21,7 @@ both modes' own runs and says "not measured".
 from __future__ import annotations
 
 import math
+import random
 import statistics
 
 import torch
@@ -221,3 +222,14 @@ def fused_markdown(report: dict) -> list[str]:
         lines.append(f"| {name} | {v['time']['ratio']:.3f} | {v['time']['verdict']} | {v['time']['evidence']} | "
                      f"{_ratio(v['saved']['ratio'])} | {v['saved']['verdict']} |")
     return lines
+
+
+def pair_statistics(den: list[float], num: list[float]) -> dict:
+    """How the per-pair ratios num/den spread: quartiles, a 95% bootstrap interval of their median (2000
+    resamples, seeded) and in how many pairs the numerator's step was faster."""
+    ratios = [n / d for d, n in zip(den, num)]
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+    return {"quartiles": statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3,
+            "median_ci95": [medians[49], medians[1950]], "numerator_faster": sum(r < 1 for r in ratios),
+            "pairs": len(ratios)}

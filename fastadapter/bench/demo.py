@@ -1,5 +1,5 @@
 """`fastadapter demo`, a short look: BLIP-base shapes, adapters trained for a few steps on Pillow-made images,
-eager (reference) adapters against fused ones on one model — the same losses, and a glance at the step time.
+eager adapters (plain PyTorch) against fused ones on one model — the same losses, and a glance at the step time.
 `fastadapter bench` is the measurement (paired timing, memory, the paper's comparison)."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import statistics
 
 import torch
 
-from .config import AdapterConfig
+from ..config import AdapterConfig
+from ..patching import adapters, patch, unpatch
+from ..trainable import trainable_summary
 from .data import caption_batch
 from .measure import timed_train_step
-from .patching import adapters, patch, unpatch
-from .summary import trainable_summary
 
 
 def blip_base():
@@ -44,7 +44,7 @@ def run(steps: int = 3, batch_size: int = 2, image_size: int = 384, bottleneck: 
     model.train()
     batch = caption_batch(batch_size, image_size, model.config.text_config.bos_token_id, seed)
     results = []
-    for label, backend in (("eager adapters (plain PyTorch)", "reference"), ("fused adapters", "auto")):
+    for label, backend in (("eager adapters (plain PyTorch)", "eager"), ("fused adapters", "auto")):
         patch(model, AdapterConfig(bottleneck=bottleneck, init="normal", backend=backend))
         torch.manual_seed(seed)
         for module in adapters(model).values():  # identical initial adapters in both modes
@@ -59,7 +59,8 @@ def run(steps: int = 3, batch_size: int = 2, image_size: int = 384, bottleneck: 
     print("| mode | trainable parameters | first loss | last loss | median step (s) |")
     print("|---|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['mode']} | {r['trainable']:,} | {r['losses'][0]:.4f} | {r['losses'][-1]:.4f} | {r['step_s']:.2f} |")
+        print(f"| {r['mode']} | {r['trainable']:,} | {r['losses'][0]:.4f} | {r['losses'][-1]:.4f} | "
+              f"{r['step_s']:.2f} |")
     eager, fused = results
     print(f"\nfused / eager step time: {fused['step_s'] / eager['step_s']:.2f} (medians of {steps} steps, one mode "
           "after the other: a glance, not a measurement; `fastadapter bench --modes c --pairs c/b` times it paired)")

@@ -1,10 +1,10 @@
-"""benchmarks/summarize.py: the suites' JSON files as one table, with the ratios the GPU run is read by."""
+"""benchmarks/suite_table.py: the suites' JSON files as one table, with the ratios the GPU run is read by."""
 
 import json
 
 from helpers import benchmarks_module
 
-summarize = benchmarks_module("summarize")
+suite_table = benchmarks_module("suite_table")
 
 
 def _suite(path, cases, floors=None, gemms=None):
@@ -27,7 +27,7 @@ def test_gpu_runs_merge_and_packed_kernels_are_set_against_general_ones(tmp_path
     files = [_suite(tmp_path / "eager.json", [(fwd, "eager", 9.0, 0.100, 2**20), (bwd, "eager", 9.0, 0.500, 2**20)]),
              _suite(tmp_path / "cuda.json", [(fwd, "cuda", 9.0, 0.250, 2**19), (bwd, "cuda", 9.0, 0.400, 2**19)]),
              _suite(tmp_path / "packed.json", [(fwd, "cuda_packed", 9.0, 0.080, 2**19)])]
-    lines = summarize.table(*files).splitlines()
+    lines = suite_table.table(*files).splitlines()
     assert lines[0] == ("| case | eager: ms (saved MiB) | cuda: ms (saved MiB) | cuda_packed: ms (saved MiB) | "
                         "best fused / eager | cuda_packed / cuda |")
     assert lines[1] == "|---|---:|---:|---:|---:|---:|"
@@ -41,7 +41,7 @@ def test_cpu_runs_have_no_packed_column(tmp_path):
     case = "adapter cpu captions r=64 forward_backward"
     path = _suite(tmp_path / "cpu.json", [(case, "eager", 0.004, None, 3 * 2**20), (case, "cpu", 0.003, None, 2**20),
                                           (case, "compile", 0.005, None, 2 * 2**20)])
-    lines = summarize.table(path).splitlines()
+    lines = suite_table.table(path).splitlines()
     assert "cuda_packed / cuda" not in lines[0] and lines[0].endswith("| best fused / eager |")
     assert lines[2] == f"| {case} | 4.000 (3.0) | 5.000 (2.0) | 3.000 (1.0) | 0.75 |"
 
@@ -52,7 +52,7 @@ def test_the_roofline_floor_and_each_side_against_it(tmp_path):
     files = [_suite(tmp_path / "eager.json", [(fwd, "eager", 9.0, 0.100, 2**20), (bwd, "eager", 9.0, 0.500, 2**20)],
                     floors),
              _suite(tmp_path / "triton.json", [(fwd, "triton", 9.0, 0.060, 2**19)], floors)]
-    lines = summarize.table(*files).splitlines()
+    lines = suite_table.table(*files).splitlines()
     assert lines[0] == ("| case | eager: ms (saved MiB) | triton: ms (saved MiB) | floor: ms | best fused / eager | "
                         "eager / floor | best fused / floor |")
     assert lines[1] == "|---|" + "---:|" * 6
@@ -67,7 +67,7 @@ def test_the_gemms_alone_are_the_median_of_what_the_cases_recorded(tmp_path):
     gemms = {(case, "eager"): 2.0, (case, "compile"): 9.0, (case, "cpu"): 1.0}  # compile's: timed in a burst
     path = _suite(tmp_path / "cpu.json", [(case, "eager", 0.006, None, 2**20), (case, "cpu", 0.003, None, 2**20),
                                           (case, "compile", 0.005, None, 2**20)], {case: 0.5}, gemms)
-    lines = summarize.table(path).splitlines()
+    lines = suite_table.table(path).splitlines()
     assert lines[0] == ("| case | eager: ms (saved MiB) | compile: ms (saved MiB) | cpu: ms (saved MiB) | floor: ms | "
                         "GEMMs: ms | best fused / eager | eager / floor | best fused / floor | eager / GEMMs | "
                         "best fused / GEMMs |")
