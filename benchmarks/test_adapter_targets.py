@@ -5,9 +5,9 @@ process, interleaved, and recorded (not asserted: speed is reported, never a tes
 """
 
 import torch
+from adapter_targets import measure_targets
 
 import fastadapter
-from adapter_targets import measure_targets
 
 
 def test_adapter_targets_cpu(benchmark):

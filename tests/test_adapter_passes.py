@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from helpers import benchmarks_module
 
 adapter_passes = benchmarks_module("adapter_passes")
