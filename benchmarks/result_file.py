@@ -1,0 +1,132 @@
+"""The one result-file format of fastadapter's measurements: a JSON file per run, under benchmarks/results/runs/.
+
+    {"format": "fastadapter-result-1", "claim": "adapter op, CPU: fused vs eager, fwd+bwd",
+     "machine": "cpu-2core-avx512", "machine_detail": "...", "date": "2026-12-01", "commit": "abc1234",
+     "command": "python benchmarks/adapter_targets.py --tokens 8192", "versions": {"torch": "2.14.1", ...},
+     "figures": [{"name": "fused/eager", "value": 0.75, "unit": "x", "better": "lower"}, ...],
+     "verdict": "fused wins" | "fused does not win: ..." | free text, "note": "optional, one line"}
+
+A claim is what a figure is evidence for; results_page.py keeps the latest run per machine and claim. Scripts
+write a record with record() + write(); `fastadapter bench` reports convert with from_bench().
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+FORMAT = "fastadapter-result-1"
+RUNS = Path(__file__).resolve().parent / "results" / "runs"
+REQUIRED = ("format", "claim", "machine", "date", "commit", "command", "versions", "figures", "verdict")
+
+
+def commit() -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return done.stdout.strip() + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "triton"):
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = __import__(name)
+            except ImportError:
+                continue
+        out[name] = getattr(module, "__version__", "?")
+    return out
+
+
+def machine() -> tuple[str, str]:
+    """(kind, detail): the kind names the machine class results are grouped by."""
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        return "gpu-" + name.split()[-1].lower(), f"{name}, torch {torch.__version__}"
+    return (f"cpu-{torch.get_num_threads()}thread", f"{platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+
+
+def figure(name: str, value: float, unit: str = "x", better: str = "lower") -> dict:
+    return {"name": name, "value": value, "unit": unit, "better": better}
+
+
+def record(claim: str, command: str, figures: list[dict], verdict: str, note: str = "") -> dict:
+    kind, detail = machine()
+    return {"format": FORMAT, "claim": claim, "machine": kind, "machine_detail": detail,
+            "date": datetime.date.today().isoformat(), "commit": commit(), "command": command,
+            "versions": versions(), "figures": figures, "verdict": verdict, "note": note}
+
+
+def check(data: dict, where: str = "a result") -> dict:
+    missing = [key for key in REQUIRED if key not in data]
+    if data.get("format") != FORMAT or missing:
+        raise ValueError(f"{where} is not a {FORMAT} record (missing {missing or ['format']})")
+    for f in data["figures"]:
+        if not {"name", "value", "unit"} <= set(f):
+            raise ValueError(f"{where}: figure {f} lacks a name, value or unit")
+    return data
+
+
+def write(data: dict, path: Path | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(check(data), indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load(path: Path) -> dict:
+    return check(json.loads(path.read_text()), str(path))
+
+
+def from_bench(report: dict, command: str) -> list[dict]:
+    """`fastadapter bench`'s bench.json as result records: one per verdict it reached (each adapter mode against
+    (a), each fused/eager pair), with the time ratio it was judged from and the memory figures."""
+    records = []
+    for name, judged in [*((f"{m}/a", v) for m, v in report.get("direction", {}).items()),
+                         *report.get("fused_against_eager", {}).items()]:
+        time = judged["time"]
+        figures = [figure("step time", time["ratio"])] if time.get("ratio") is not None else []
+        figures += [figure(f"{key} ratio", judged[key]["ratio"]) for key in ("memory", "saved")
+                    if key in judged and judged[key].get("ratio") is not None]
+        verdict = "; ".join(f"{key} {judged[key]['verdict']}" for key in ("time", "memory", "saved") if key in judged)
+        data = record(f"fastadapter bench {report['preset_name']} preset: ({name.replace('/', ')/(')})", command,
+                      figures, verdict)
+        run_on = report.get("machine", {})  # the run's own date, commit and versions, not this conversion's
+        data.update(date=run_on.get("date", data["date"]), commit=run_on.get("commit", "unknown"),
+                    versions={k: run_on[k] for k in ("python", "torch", "transformers") if k in run_on})
+        records.append(data)
+    return records
+
+
+def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write the result records of a fastadapter bench run")
+    parser.add_argument("bench_json", help="the bench.json `fastadapter bench` wrote")
+    parser.add_argument("--command", default="fastadapter bench", help="the command that made it, as run")
+    parser.add_argument("--out", default=str(RUNS), help="the folder for the records (default: results/runs/)")
+    args = parser.parse_args()
+    report = json.loads(Path(args.bench_json).read_text())
+    for data in from_bench(report, args.command):
+        slug = "".join(c if c.isalnum() else "-" for c in data["claim"]).strip("-").lower()
+        print(write(data, Path(args.out) / f"{data['machine']}-{data['date']}-{slug}.json"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""benchmarks/results/: every run record in the one format, and the page generated from them, one screen long."""
+
+import json
+
+import pytest
+from helpers import benchmarks_module
+
+result_file = benchmarks_module("result_file")
+results_page = benchmarks_module("results_page")
+
+
+def test_every_record_is_valid_and_the_page_is_generated_from_them():
+    records = results_page.load_all()
+    assert records, "no run records"
+    text = results_page.page(records)
+    assert results_page.PAGE.read_text() == text, "benchmarks/results/README.md is stale: run results_page.py"
+    assert len(text.splitlines()) <= 150
+
+
+def test_latest_record_per_machine_and_claim_wins(tmp_path):
+    old = result_file.record("op speed", "cmd old", [result_file.figure("fused/eager", 0.9)], "fused wins")
+    new = {**old, "date": "2999-01-01", "command": "cmd new", "figures": [result_file.figure("fused/eager", 0.8)]}
+    result_file.write(old, tmp_path / "a.json")
+    result_file.write(new, tmp_path / "b.json")
+    text = results_page.page(results_page.load_all(tmp_path))
+    assert "cmd new" in text and "cmd old" not in text and "fused/eager 0.8x" in text
+    for key in ("command", "commit", "machine", "versions", "date", "figures"):
+        assert key in json.loads((tmp_path / "a.json").read_text())
+
+
+def test_a_record_without_its_command_is_refused(tmp_path):
+    bad = result_file.record("op speed", "cmd", [], "none")
+    del bad["command"]
+    with pytest.raises(ValueError, match="missing \\['command'\\]"):
+        result_file.write(bad, tmp_path / "bad.json")
+
+
+def test_a_bench_report_becomes_records_with_its_own_date():
+    report = json.loads((result_file.RUNS.parent / "notes" / "cpu-2026-11-29" / "bench-fresh-clone-1889e5c" /
+                         "bench.json").read_text())
+    records = {r["claim"]: r for r in result_file.from_bench(report, "fastadapter bench")}
+    fused = records["fastadapter bench cpu preset: (c)/(b)"]
+    assert fused["date"] == report["machine"]["date"] and fused["command"] == "fastadapter bench"
+    assert fused["figures"][0]["value"] == report["fused_against_eager"]["c/b"]["time"]["ratio"]
+    assert "(b)/(a)" in " ".join(records) and all(result_file.check(r) for r in records.values())
