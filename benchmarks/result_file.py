@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,8 +56,20 @@ def machine() -> tuple[str, str]:
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         return "gpu-" + name.split()[-1].lower(), f"{name}, torch {torch.__version__}"
-    return (f"cpu-{torch.get_num_threads()}thread", f"{platform.processor() or platform.machine()}, "
-            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    model = _cpu_model()
+    slug = "-".join(re.findall(r"[a-z0-9]+", model.lower().replace("(r)", "").replace("(tm)", "")))
+    return (f"cpu-{torch.get_num_threads()}thread-{slug}", f"{model}, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def figure(name: str, value: float, unit: str = "x", better: str = "lower") -> dict:
@@ -113,18 +126,44 @@ def from_bench(report: dict, command: str) -> list[dict]:
     return records
 
 
+def from_suites(paths: list[Path], command: str) -> dict:
+    """The benchmark suites' pytest-benchmark JSON files (suite_table.py merges them) as one record: the best fused
+    implementation's time against eager's in every case that both ran."""
+    import suite_table
+
+    cases, _ = suite_table._cases(paths)
+    figures = []
+    for group, by_impl in sorted(cases.items()):
+        fused = [by_impl[i]["ms"] for i in suite_table.FUSED if i in by_impl]
+        if fused and "eager" in by_impl:
+            figures.append(figure(f"{group}: best fused / eager", round(min(fused) / by_impl["eager"]["ms"], 3)))
+    wins = sum(f["value"] < 1 for f in figures)
+    verdict = (f"fused faster in {wins} of {len(figures)} cases" + ("" if wins == len(figures) else
+               f"; fused does not win in {len(figures) - wins}"))
+    return record("adapter op suites: best fused vs eager per case", command, figures, verdict)
+
+
+def _slug(data: dict) -> str:
+    claim = "".join(c if c.isalnum() else "-" for c in data["claim"]).strip("-").lower()
+    return f"{data['machine']}-{data['date']}-{claim}.json"
+
+
 def main() -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="write the result records of a fastadapter bench run")
-    parser.add_argument("bench_json", help="the bench.json `fastadapter bench` wrote")
-    parser.add_argument("--command", default="fastadapter bench", help="the command that made it, as run")
+    parser = argparse.ArgumentParser(description="write result records from a bench report or suite runs")
+    parser.add_argument("kind", choices=("bench", "suites"), help="bench: a fastadapter bench bench.json; suites: "
+                        "pytest-benchmark JSON files of benchmarks/test_adapter.py")
+    parser.add_argument("files", nargs="+")
+    parser.add_argument("--command", required=True, help="the command that made the files, as run")
     parser.add_argument("--out", default=str(RUNS), help="the folder for the records (default: results/runs/)")
     args = parser.parse_args()
-    report = json.loads(Path(args.bench_json).read_text())
-    for data in from_bench(report, args.command):
-        slug = "".join(c if c.isalnum() else "-" for c in data["claim"]).strip("-").lower()
-        print(write(data, Path(args.out) / f"{data['machine']}-{data['date']}-{slug}.json"))
+    if args.kind == "bench":
+        records = from_bench(json.loads(Path(args.files[0]).read_text()), args.command)
+    else:
+        records = [from_suites([Path(f) for f in args.files], args.command)]
+    for data in records:
+        print(write(data, Path(args.out) / _slug(data)))
     return 0
 
 

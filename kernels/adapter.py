@@ -105,9 +105,8 @@ def _finish_sums_kernel(PARTIAL, GRAD_W, GRAD_B, GRAD_H_SUM, programs, r, BLOCK:
     tl.store(GRAD_H_SUM + col, acc.to(GRAD_H_SUM.dtype.element_ty), mask=mask & (which == 2))
 
 
-# Elements of a block's tile per thread. At 32 (4 warps over 4096-element tiles) ptxas gave the backward
-# 167-255 registers, spilling for 64- and 4096-wide rows, and the forward 96-152; at 8, 64-128 and 38-48 with
-# no spills, so 3-4 times the warps fit on an SM (benchmarks/results/cpu-2026-11-28/triton-registers.md;
+# Elements of a block's tile per thread: at 32 the backward spilled registers for wide rows; at 8 nothing spills
+# and several times the warps fit on an SM (benchmarks/results/notes/cpu-2026-11-28/triton-registers.md;
 # tests/test_triton_compile.py fails on a spill).
 ELEMENTS_PER_THREAD = 8
 

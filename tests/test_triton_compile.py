@@ -9,7 +9,7 @@ forward, whose programs each take one block of rows. A spill outside the backwar
 value there that is live across the loop but unused in it: one store, one load per program) is allowed: ptxas
 makes that trade at occupancy steps, differently by version: over every activation, norm, dtype and bottleneck
 here on sm_90 (`python tests/test_triton_compile.py --all`), triton 3.6's ptxas spills in 12 of 144 backward
-configurations, 3.8's in 6 and in one forward (benchmarks/results/cpu-2026-11-29/triton-spills-*.md). Two of
+configurations, 3.8's in 6 and in one forward (benchmarks/results/notes/cpu-2026-11-29/triton-spills-*.md). Two of
 those cost per row and are outside the cases sampled here (not BLIP's shapes): 3.6's backward at r = 1024 with
 SiLU and LayerNorm in 16-bit types, 3.8's forward at r = 3072 with SiLU in float32.
 The compiler needs the real @triton.jit functions, so the compiling runs in a child process without

@@ -65,8 +65,8 @@ timeout -s INT -k 10 "$(budget 180)" "$py" -m fastadapter.cli bench --preset gpu
 rc=$?; stage "fastadapter bench" "$( { [ $rc -eq 124 ] && echo 'TIMED OUT'; } || { [ -s "$out/bench.json" ] && \
   echo "exit $rc, bench.json written"; } || echo "FAILED (see bench.err)")"
 # its verdicts as result records (benchmarks/result_file.py), for benchmarks/results/runs/ and results_page.py
-[ -s "$out/bench.json" ] && "$py" benchmarks/result_file.py "$out/bench.json" --command "fastadapter bench --preset gpu" \
-  --out "$out/runs" > /dev/null 2>> "$out/bench.err"
+[ -s "$out/bench.json" ] && "$py" benchmarks/result_file.py bench "$out/bench.json" \
+  --command "fastadapter bench --preset gpu" --out "$out/runs" > /dev/null 2>> "$out/bench.err"
 }
 
 # 4. GPU benchmark suites, one run per implementation: pytest-benchmark writes its JSON only when a run ends
@@ -90,6 +90,9 @@ want suites && for impl_cap in cuda:40 cuda_packed:40 triton:50 eager:40 compile
     -k "cuda-$impl-" --benchmark-json="$out/suites-$impl.json" > "$out/suites-$impl.log" 2>&1
   rc=$?; stage "suites ($impl)" "$(verdict $rc "$out/suites-$impl.log")"
 done
+# the suites as one result record (benchmarks/result_file.py)
+want suites && ls "$out"/suites-*.json > /dev/null 2>&1 && "$py" benchmarks/result_file.py suites "$out"/suites-*.json \
+  --command "benchmarks/gpu/run.sh OUT suites" --out "$out/runs" > /dev/null 2>> "$out/suites-records.err"
 
 # 5. where a call's time goes: launches, kernel time, host time per implementation (host- or device-bound?)
 want profile && {

@@ -23,7 +23,7 @@ _SKIPPED_INIT_FILL: float | None = None
 @contextlib.contextmanager
 def _without_torch_default_init():
     """Constructing BLIP inits every Linear, Conv2d and Embedding twice: torch's default, then transformers'
-    post_init. The first is work thrown away (2.6 of 4.7 s per BLIP-base model on 2 cores)."""
+    post_init. The first is work thrown away, over half of a CPU build (benchmarks/results/notes/)."""
     def skipped(module):
         if _SKIPPED_INIT_FILL is not None:
             for p in module.parameters(recurse=False):
@@ -39,8 +39,8 @@ def _without_torch_default_init():
             cls.reset_parameters = original
 
 
-# transformers' post_init draws every weight with Tensor.normal_, on CPU one serial generator (~80 M values/s:
-# 3.0 of 3.3 s per BLIP-base build on 2 cores, and a default bench builds 7 models). Speed and memory do not
+# transformers' post_init draws every weight with Tensor.normal_, on CPU one serial generator: most of what is
+# left of a build, and a default bench builds 7 models (benchmarks/results/notes/). Speed and memory do not
 # depend on the values, so while the bench builds a model, normal_ copies standard-normal values from one pool
 # drawn once (from the seeded default generator), at a random offset per slice, scaled to the mean and std
 # post_init asks for: every tensor has the distribution post_init gives it; tensors share values.
@@ -152,9 +152,9 @@ OPTIMIZER = "fused AdamW (lr 1e-5)"
 
 def make_optimizer(model) -> torch.optim.Optimizer:
     """AdamW over the model's trainable parameters, fused (one vectorised op updates them all) on CPU and GPU:
-    every mode gets the fastest AdamW torch has. PyTorch's default on CPU, a loop over the parameters, took
-    668 ms per step for (a)'s 138 M parameters against 133 ms fused (2 cores, benchmarks/results/cpu-2026-11-29/
-    step-phases.md): it would weigh the optimizer's implementation, not the training, against full fine-tuning.
+    every mode gets the fastest AdamW torch has. PyTorch's default on CPU, a loop over the parameters, is several
+    times slower for (a)'s 138 M parameters (benchmarks/results/notes/cpu-2026-11-29/step-phases.md): it would
+    weigh the optimizer's implementation, not the training, against full fine-tuning.
     OPTIMIZER names it in the report."""
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
 

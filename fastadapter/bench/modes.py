@@ -45,8 +45,8 @@ NOT_BUILT = {"d": "not measured: the fused ITC/ITM/LM losses are not built yet"}
 # on one model whose adapters switch implementation.
 SAME_ADAPTERS = {("c", "b"), ("c-text", "b-text")}
 # Paired by default when both modes run: fused against eager adapters in every tower (fastadapter's own target),
-# and the paper's placement against (a), the verdict separate processes least settle on CPU (0.87-1.38 there,
-# 1.17-1.21 paired). More would break the CPU default's 3 minutes on a slow day (170 s with c-text/b-text too).
+# and the paper's placement against (a), the verdict separate processes least settle on CPU. More pairs would
+# break the CPU default's 3 minutes on a slow day (benchmarks/results/notes/).
 DEFAULT_PAIRS = (("c", "b"), ("b", "a"))
 
 

@@ -21,7 +21,7 @@ def run_mode(mode: str, preset: Preset, checkpoint: str | None = None, seed: int
              then_paired: str | None = None) -> dict:
     """Train `mode` for warmup + steps steps in this process and measure it. then_paired: a mode to time against
     this one afterwards, their steps alternating (`paired`), reusing this mode's model: one process start and one
-    model build fewer, about 12 s of a CPU run. Its memory figures are taken before."""
+    model build fewer. Its memory figures are taken before."""
     from ..trainable import trainable_summary
 
     if then_paired is not None:

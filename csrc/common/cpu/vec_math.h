@@ -11,6 +11,8 @@
 #include "../activation.h"
 
 namespace fastadapter::cpu {
+// Internal linkage, as when these lived in the kernel file: each including kernel file gets its own copies.
+namespace {
 
 using Vec = at::vec::Vectorized<float>;
 constexpr int64_t kLanes = Vec::size();
@@ -100,4 +102,5 @@ inline Vec load(const float* p, int64_t j, int64_t r) { return Vec::loadu(p + j,
 inline Vec load_or_zero(const float* p, int64_t j, int64_t r) { return p ? load(p, j, r) : Vec(0.f); }
 inline void store(Vec v, float* p, int64_t j, int64_t r) { v.store(p + j, std::min(kLanes, r - j)); }
 
+}  // namespace
 }  // namespace fastadapter::cpu

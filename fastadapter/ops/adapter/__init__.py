@@ -27,6 +27,13 @@ BACKENDS = register(OpBackends(
 _REQUIRED = ("x", "w_down", "norm_weight", "w_up")
 
 
+def _name_the_missing_tensor(*tensors):
+    for name, value in zip(_REQUIRED, tensors):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"fastadapter.adapter: {name} must be a torch.Tensor, got "
+                            f"{'None' if value is None else type(value).__name__}")
+
+
 def adapter(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation="gelu", norm="layernorm", eps=1e-5,
             backend="auto", recompute=False):
     """y = x + w_up @ act(norm(w_down @ x + b_down)) + b_up over the last dimension of x, fused.
@@ -36,10 +43,8 @@ def adapter(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation="g
     recompute=True saves only x and the norm statistics for backward and recomputes h = w_down @ x + b_down
     there. Under torch.autocast every floating input is first cast to the autocast dtype, as for F.linear.
     """
-    for name, value in zip(_REQUIRED, (x, w_down, norm_weight, w_up)):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"fastadapter.adapter: {name} must be a torch.Tensor, got "
-                            f"{'None' if value is None else type(value).__name__}")
+    if not isinstance(x, torch.Tensor) or w_down is None or norm_weight is None or w_up is None:
+        _name_the_missing_tensor(x, w_down, norm_weight, w_up)  # the op checks the rest; a call pays these four
     backend = BACKENDS.resolve(backend, x.device)  # the op itself checks the inputs (csrc/adapter/checks.cpp)
     if backend == "eager":
         return reference.adapter(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps)
