@@ -129,8 +129,11 @@ def from_bench(report: dict, command: str) -> list[dict]:
 def from_suites(paths: list[Path], command: str) -> dict:
     """The benchmark suites' pytest-benchmark JSON files (suite_table.py merges them) as one record: the best fused
     implementation's time against eager's in every case that both ran."""
-    import suite_table
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location("suite_table", Path(__file__).with_name("suite_table.py"))
+    suite_table = importlib.util.module_from_spec(spec)  # a sibling script, wherever this one is imported from
+    spec.loader.exec_module(suite_table)
     cases, _ = suite_table._cases(paths)
     figures = []
     for group, by_impl in sorted(cases.items()):

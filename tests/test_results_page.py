@@ -43,3 +43,11 @@ def test_a_bench_report_becomes_records_with_its_own_date():
     assert fused["date"] == report["machine"]["date"] and fused["command"] == "fastadapter bench"
     assert fused["figures"][0]["value"] == report["fused_against_eager"]["c/b"]["time"]["ratio"]
     assert "(b)/(a)" in " ".join(records) and all(result_file.check(r) for r in records.values())
+
+
+def test_suite_runs_become_one_record_that_says_where_fused_loses():
+    runs = sorted((result_file.RUNS.parent / "notes" / "gpu-h200-2026-11-28").glob("suites-*.json"))
+    data = result_file.from_suites(runs, "benchmarks/gpu/run.sh OUT suites")
+    assert result_file.check(data) and len(data["figures"]) == 18
+    losses = sum(f["value"] >= 1 for f in data["figures"])
+    assert losses and data["verdict"].endswith(f"fused does not win in {losses}")
