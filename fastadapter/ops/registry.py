@@ -98,8 +98,10 @@ class OpBackends:
         built = _BUILT[name]
         if what is None:
             return BackendInfo(name, False, (), f"the {self.op} op has no {name} implementation")
-        return BackendInfo(name, built.available, built.devices,
-                           f"{what}: {built.reason}" if built.available else built.reason)
+        if not built.available:
+            return BackendInfo(name, False, built.devices, built.reason)
+        plain = name in ("torch", "eager")  # nothing built to report for plain PyTorch
+        return BackendInfo(name, True, built.devices, what if plain else f"{what}; {built.reason}")
 
     def runs_on(self, name: str, device_type: str, interpreted: bool = True) -> bool:
         info = self.info[name]

@@ -20,8 +20,9 @@ from . import reference, registration
 BACKENDS = register(OpBackends(
     "adapter",
     implemented={"cpu": "C++ kernels, MKL GEMMs", "cuda": "CUDA norm + activation kernels, cuBLAS GEMMs",
-                 "triton": "Triton norm + activation kernels, cuBLAS GEMMs", "torch": "plain PyTorch, no autograd",
-                 "eager": "plain PyTorch with autograd"},
+                 "triton": "Triton norm + activation kernels, cuBLAS GEMMs",
+                 "torch": "the op's contract in plain PyTorch (torch_backend.py)",
+                 "eager": "the plain PyTorch adapter with autograd (reference.py)"},
     # GPU order for memory, not yet for speed (benchmarks/results/).
     auto={"cpu": ("cpu", "torch"), "cuda": ("cuda", "triton", "torch"), "other": ("torch",)}))
 _REQUIRED = ("x", "w_down", "norm_weight", "w_up")
