@@ -9,9 +9,9 @@ alone at the same shapes (roofline.py).
 import pytest
 import roofline
 import torch
-from conftest import DEVICES, record_floor, require, time_call
 
 import fastadapter
+from conftest import DEVICES, record_floor, require, time_call
 from fastadapter.bench import measure
 
 WIDTH = 768
