@@ -117,6 +117,8 @@ def from_bench(report: dict, command: str) -> list[dict]:
         figures += [figure(f"{key} ratio", judged[key]["ratio"]) for key in ("memory", "saved")
                     if key in judged and judged[key].get("ratio") is not None]
         verdict = "; ".join(f"{key} {judged[key]['verdict']}" for key in ("time", "memory", "saved") if key in judged)
+        if name in report.get("fused_against_eager", {}) and time.get("verdict") != "faster":
+            verdict = "fused does not win on time: " + verdict
         data = record(f"fastadapter bench {report['preset_name']} preset: ({name.replace('/', ')/(')})", command,
                       figures, verdict)
         run_on = report.get("machine", {})  # the run's own date, commit and versions, not this conversion's
