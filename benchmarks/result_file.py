@@ -16,24 +16,14 @@ import datetime
 import json
 import platform
 import re
-import subprocess
 import sys
 from pathlib import Path
+
+from fastadapter.bench.report import source_commit
 
 FORMAT = "fastadapter-result-1"
 RUNS = Path(__file__).resolve().parent / "results" / "runs"
 REQUIRED = ("format", "claim", "machine", "date", "commit", "command", "versions", "figures", "verdict")
-
-
-def commit() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
-        return done.stdout.strip() + ("+changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def versions() -> dict:
@@ -79,7 +69,7 @@ def figure(name: str, value: float, unit: str = "x", better: str = "lower") -> d
 def record(claim: str, command: str, figures: list[dict], verdict: str, note: str = "") -> dict:
     kind, detail = machine()
     return {"format": FORMAT, "claim": claim, "machine": kind, "machine_detail": detail,
-            "date": datetime.date.today().isoformat(), "commit": commit(), "command": command,
+            "date": datetime.date.today().isoformat(), "commit": source_commit(), "command": command,
             "versions": versions(), "figures": figures, "verdict": verdict, "note": note}
 
 

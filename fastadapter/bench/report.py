@@ -30,7 +30,7 @@ def ratios(results: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-def _commit() -> str:
+def source_commit() -> str:
     """The source tree's commit when the bench runs from a checkout ("+changes" if it has any), else "unknown"."""
     here = Path(__file__).resolve().parent
     try:
@@ -44,7 +44,7 @@ def _commit() -> str:
 
 
 def machine() -> dict:
-    info = {"date": datetime.date.today().isoformat(), "commit": _commit(), "python": platform.python_version(),
+    info = {"date": datetime.date.today().isoformat(), "commit": source_commit(), "python": platform.python_version(),
             "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads()}
     try:

@@ -112,8 +112,7 @@ class OpBackends:
     def resolve(self, backend: str, device: torch.device) -> str:
         """The concrete backend a call on `device` gets; raises if `backend` cannot run there."""
         if backend == "auto":
-            found = self._auto.get(device.type)
-            return found if found is not None else self._auto["other"]
+            return self._auto.get(device.type) or self._auto.get("other", "eager")
         if backend in DEPRECATED:
             warnings.warn(f"fastadapter backend {backend!r} is now called {DEPRECATED[backend]!r}",
                           DeprecationWarning, stacklevel=3)

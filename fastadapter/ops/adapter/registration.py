@@ -4,6 +4,7 @@ to the op's C++ table of implementations, and the fake kernels torch.compile tra
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -14,16 +15,19 @@ from . import torch_backend
 CUDA_PACKED_ROWS_ENV = "FASTADAPTER_CUDA_PACKED_ROWS"
 
 
-def _triton_forward(*args):
-    from ...kernels import adapter as triton_adapter  # imports triton only when the backend runs
+@functools.cache
+def _triton():
+    from ...kernels import adapter as triton_adapter  # imports triton only when the backend first runs
 
-    return triton_adapter.forward(*args)
+    return triton_adapter
+
+
+def _triton_forward(*args):
+    return _triton().forward(*args)
 
 
 def _triton_backward(*args):
-    from ...kernels import adapter as triton_adapter
-
-    return triton_adapter.backward(*args)
+    return _triton().backward(*args)
 
 
 _C.register_adapter_backend("torch", torch_backend.forward, torch_backend.backward)
