@@ -162,7 +162,7 @@ def test_missing_backend_says_why(monkeypatch):
     if torch.cuda.is_available():  # a GPU machine has it: stand in a missing build
         missing = BackendInfo("cuda", False, (), "not built (test)")
         monkeypatch.setitem(registry._BUILT, "cuda", missing)
-        monkeypatch.setitem(adapter_op.BACKENDS.info, "cuda", missing)
+        monkeypatch.setitem(adapter_op.TABLE.info, "cuda", missing)
     info = fastadapter.backends()["cuda"]
     assert not info.available
     with pytest.raises(BackendUnavailableError, match=re.escape("backend 'cuda' is not available: " + info.reason)):

@@ -17,7 +17,7 @@ import torch
 from ..registry import OpBackends, register
 from . import reference, registration
 
-BACKENDS = register(OpBackends(
+TABLE = register(OpBackends(
     "adapter",
     implemented={"cpu": "C++ kernels, MKL GEMMs", "cuda": "CUDA norm + activation kernels, cuBLAS GEMMs",
                  "triton": "Triton norm + activation kernels, cuBLAS GEMMs",
@@ -46,7 +46,7 @@ def adapter(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation="g
     """
     if not isinstance(x, torch.Tensor) or w_down is None or norm_weight is None or w_up is None:
         _name_the_missing_tensor(x, w_down, norm_weight, w_up)  # the op checks the rest; a call pays these four
-    backend = BACKENDS.resolve(backend, x.device)  # the op itself checks the inputs (csrc/adapter/checks.cpp)
+    backend = TABLE.resolve(backend, x.device)  # the op itself checks the inputs (csrc/adapter/checks.cpp)
     if backend == "eager":
         return reference.adapter(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps)
     if not torch.is_grad_enabled() or not any(
@@ -56,4 +56,4 @@ def adapter(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation="g
                                                  norm, float(eps), bool(recompute), backend)[0]
 
 
-__all__ = ["adapter", "reference", "registration", "BACKENDS"]
+__all__ = ["adapter", "reference", "registration", "TABLE"]
