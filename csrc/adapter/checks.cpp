@@ -5,23 +5,13 @@
 // built only on failure (TORCH_CHECK's arguments), so a good call pays for the comparisons alone.
 #include <ATen/ATen.h>
 
-#include <sstream>
 #include <string>
 
+#include "../common/format.h"
 #include "adapter.h"
 
 namespace fastadapter {
 namespace {
-
-std::string dtype_name(at::ScalarType type) { return "torch." + std::string(c10::getDtypeNames(type).first); }
-
-std::string shape_str(c10::SymIntArrayRef sizes) {  // as Python prints a tuple
-  std::ostringstream out;
-  out << "(";
-  for (size_t i = 0; i < sizes.size(); ++i) out << (i ? ", " : "") << sizes[i];
-  out << (sizes.size() == 1 ? ",)" : ")");
-  return out.str();
-}
 
 void check_tensor(const char* name, const at::Tensor& t, const at::Tensor& x) {
   TORCH_CHECK_TYPE(t.is_floating_point(), "fastadapter.adapter: ", name, " must be a floating-point tensor, got ",
