@@ -4,6 +4,7 @@
 #include <torch/extension.h>
 
 #include "adapter/python.h"
+#include "contrastive/python.h"
 #include "common/cpu/memory.h"
 
 // The namespace every op's schemas join (TORCH_LIBRARY_FRAGMENT in csrc/<op>/schema.cpp).
@@ -38,4 +39,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("release_cpu_cache", &fastadapter::release_cpu_cache,
         "frees the CPU blocks cached for reuse by the ops' CPU kernels; returns the bytes freed");
   fastadapter::bind_adapter(m);
+  fastadapter::bind_contrastive(m);
 }

@@ -1,4 +1,5 @@
-"""Adapter: the residual bottleneck module y = x + up(act(norm(down(x))))."""
+"""Adapter: the residual bottleneck module y = x + up(act(norm(down(x)))); ITCLoss: BLIP's contrastive loss
+with its learnable temperature."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 from torch import nn
 
 from .config import AdapterConfig
-from .ops import adapter
+from .ops import adapter, itc_loss
 
 
 class Adapter(nn.Module):
@@ -46,3 +47,30 @@ class Adapter(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"activation={c.activation}, backend={c.backend}, recompute={c.recompute}"
+
+
+class ITCLoss(nn.Module):
+    """BLIP's image-text contrastive loss with its learnable temperature: initialised at `temperature`, clamped in
+    place to [min_temperature, max_temperature] under no_grad before each use, as BLIP does (a functional clamp
+    would cut the gradient at the bounds). The forward is fastadapter.itc_loss with this temperature."""
+
+    def __init__(self, temperature: float = 0.07, min_temperature: float = 0.001, max_temperature: float = 0.5,
+                 lambda_: float = 0.5, normalize: bool = True, backend: str = "auto"):
+        super().__init__()
+        if not 0 < min_temperature <= temperature <= max_temperature:
+            raise ValueError(f"ITCLoss: need 0 < min_temperature <= temperature <= max_temperature, got "
+                             f"{min_temperature}, {temperature}, {max_temperature}")
+        self.temperature = nn.Parameter(torch.tensor(float(temperature)))
+        self.min_temperature, self.max_temperature = min_temperature, max_temperature
+        self.lambda_, self.normalize, self.backend = lambda_, normalize, backend
+
+    def forward(self, image_feat, text_feat, image_ids=None, text_ids=None, momentum_image_feat=None,
+                momentum_text_feat=None, alpha=0.0, reduction="mean"):
+        with torch.no_grad():
+            self.temperature.clamp_(self.min_temperature, self.max_temperature)
+        return itc_loss(image_feat, text_feat, self.temperature, self.lambda_, self.normalize, image_ids, text_ids,
+                        momentum_image_feat, momentum_text_feat, alpha, reduction, self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"temperature in [{self.min_temperature}, {self.max_temperature}], lambda_={self.lambda_}, "
+                f"backend={self.backend}")

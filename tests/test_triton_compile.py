@@ -128,6 +128,12 @@ def _compile_case(capability, dtype, r, act, layernorm, has_bias):
         "finish_sums": (k._finish_sums_kernel, dict(PARTIAL="fp32", GRAD_W=dtype, GRAD_B=dtype, GRAD_H_SUM=dtype),
                         dict(programs="i32", r="i32"), dict(BLOCK=k.finish_block(r)), {}),
     }
+    return compile_launches(capability, launches)
+
+
+def compile_launches(capability, launches):
+    """{kernel: its resources (_compile), or the error as text}, for launches {kernel: (fn, pointers, scalars,
+    constexprs, options)}."""
     results = {}
     for name, (kernel, pointers, scalars, constexprs, extra) in launches.items():
         try:
@@ -137,12 +143,25 @@ def _compile_case(capability, dtype, r, act, layernorm, has_bias):
     return results
 
 
-@pytest.fixture(scope="module")
-def compiled():
+def compile_in_child(script):
+    """Runs `script` (a test file run as a script prints one JSON line per case) without TRITON_INTERPRET and
+    returns {case: its kernels' results}."""
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
-    child = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=1200)
+    child = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=1200,
+                           cwd=os.path.dirname(os.path.abspath(script)))
     assert child.returncode == 0, f"the compiling child failed:\n{child.stderr[-4000:]}"
     return {tuple(line["case"]): line["kernels"] for line in map(json.loads, child.stdout.splitlines())}
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return compile_in_child(__file__)
+
+
+def assert_compiles_and_fits(kernel, result, capability):
+    assert isinstance(result, dict), f"{kernel} does not compile for sm_{capability}: {result}"
+    assert result["shared"] <= SHARED_LIMIT[capability], (
+        f"{kernel} needs {result['shared']} bytes of shared memory; sm_{capability} has {SHARED_LIMIT[capability]}")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "sm{}-{}-r{}-act{}-{}-{}".format(
@@ -150,10 +169,7 @@ def compiled():
 def test_kernels_compile_for_the_gpu(compiled, case):
     capability = case[0]
     for kernel, result in compiled[case].items():
-        assert isinstance(result, dict), f"{kernel} does not compile for sm_{capability}: {result}"
-        assert result["shared"] <= SHARED_LIMIT[capability], (
-            f"{kernel} needs {result['shared']} bytes of shared memory; sm_{capability} has "
-            f"{SHARED_LIMIT[capability]}")
+        assert_compiles_and_fits(kernel, result, capability)
         per_row = result["local_memory"] if kernel in LOOP_FREE else result["local_memory_in_loops"]
         assert not per_row, (
             f"{kernel} spills per row on sm_{capability} ({result['registers']} registers, "
