@@ -26,7 +26,9 @@ class AdapterConfig:
     exactly what the unpatched one did) or "normal" (up-projection ~ N(0, 0.01²)). towers: which BLIP towers get
     adapters. backend: "auto" | "cpu" | "cuda" | "triton" | "torch" for the fused op, or "eager" for the plain
     PyTorch adapter with autograd (the unfused baseline; "reference" is its deprecated name). recompute: save only
-    x and the norm statistics for backward (least memory, one more GEMM)."""
+    x and the norm statistics for backward (least memory, one more GEMM). fused_losses: the model's training
+    losses (BlipModel's contrastive loss) computed by the fused, tiled ops instead of Hugging Face's; equal within
+    float rounding."""
 
     bottleneck: int = 256
     activation: str = "gelu"
@@ -36,6 +38,7 @@ class AdapterConfig:
     towers: tuple[str, ...] = TOWERS
     backend: str = "auto"
     recompute: bool = False
+    fused_losses: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "towers", tuple(self.towers))
@@ -59,6 +62,9 @@ class AdapterConfig:
         unknown = [t for t in self.towers if t not in TOWERS]
         if unknown or not self.towers:
             raise ValueError(f"AdapterConfig: towers must be a non-empty subset of {TOWERS}, got {self.towers}")
+        for flag in ("recompute", "fused_losses"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"AdapterConfig: {flag} must be True or False, got {getattr(self, flag)!r}")
         if self.backend not in ("auto", *BACKENDS):
             raise ValueError(f"AdapterConfig: unknown backend {self.backend!r}; expected 'auto' or one of "
                              f"{BACKENDS}")

@@ -7,6 +7,7 @@ Insertion points (the same in transformers 4.5x and 5.x):
 The adapted module keeps its place and gets the adapter as a child named `adapter`, applied by a
 forward hook on its output. So patching never depends on forward signatures, and the base model's
 state-dict keys stay as they were (a base checkpoint still loads into a patched model, and vice versa).
+The model's training losses are handed to the fused ops (fused_losses.py) unless AdapterConfig.fused_losses is off.
 
 Patching twice: the same config again is a no-op; a different config raises AlreadyPatchedError
 (call unpatch() first), so adapters never stack by accident.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from torch import nn
 from transformers.models.blip import modeling_blip, modeling_blip_text
 
+from . import fused_losses
 from .config import AdapterConfig
 from .modules import Adapter
 
@@ -137,6 +139,7 @@ def patch(model, config: AdapterConfig | None = None, **overrides):
         site.module.add_module(ADAPTER_ATTR, Adapter(site.width, config, device=reference.device,
                                                      dtype=reference.dtype))
         state.hooks.append(site.module.register_forward_hook(_apply_adapter))
+    state.hooks.extend(fused_losses.install(model, config))
     model._fastadapter = state
     return model
 

@@ -14,6 +14,15 @@ import fastadapter
 from fastadapter import AdapterConfig, AdapterFileError, AlreadyPatchedError, UnsupportedModelError
 
 SMALL = AdapterConfig(bottleneck=8)
+FUSED_LOSS = {"BlipModel"}  # whose output() is a loss the patched model computes with a fused op
+
+
+def assert_same_output(name, got, expected):
+    """Bit-identical, except a loss a fused op computes: that equals Hugging Face's within float rounding."""
+    if name in FUSED_LOSS:
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    else:
+        assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -29,11 +38,12 @@ def test_patch_is_exact_and_unpatch_restores(name):
     assert all(not p.requires_grad for n, p in model.named_parameters() if ".adapter." not in n)
     assert summary.trainable == sum(p.numel() for n, p in model.named_parameters() if ".adapter." in n) > 0
     with torch.no_grad():
-        assert torch.equal(output(model), expected)  # zero up-projection: bit-identical
+        assert_same_output(name, output(model), expected)  # zero up-projection: bit-identical but fused losses
     fastadapter.unpatch(model)
     assert list(model.state_dict()) == before_keys
     assert all(p.requires_grad for p in model.parameters())
     assert not any("adapter" in n for n, _ in model.named_modules())
+    assert not model._forward_hooks and not model._forward_pre_hooks
     with torch.no_grad():
         assert torch.equal(output(model), expected)
 
@@ -287,6 +297,6 @@ def test_a_file_from_an_older_version_loads_and_a_newer_one_is_refused(tmp_path)
     fastadapter.patch(other, SMALL.replace(backend="eager", recompute=True))
     fastadapter.load_adapters(other, tmp_path)
 
-    _rewrite_header(tmp_path, lambda config: config.update(fused_losses=True))
-    with pytest.raises(AdapterFileError, match=r"unknown field\(s\) \['fused_losses'\]"):
+    _rewrite_header(tmp_path, lambda config: config.update(from_the_future=True))
+    with pytest.raises(AdapterFileError, match=r"unknown field\(s\) \['from_the_future'\]"):
         fastadapter.load_adapters(build("BlipTextLMHeadModel")[0], tmp_path)
