@@ -3,7 +3,8 @@
 # diagnostics (per-call profile, the adapters' share of a step, each mode's phases),
 # then the CPU tests with the time left. For a GPU machine with no network that already has torch, triton and
 # transformers (plus pytest, pytest-benchmark, safetensors, tqdm, matplotlib).
-#   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]   STAGE: tests bench suites profile share phases cpu-tests
+#   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]
+#   STAGE: tests losses bench suites profile share phases cpu-tests
 #   (default: all; the build always runs)
 # The whole run stays under a deadline (FASTADAPTER_GPU_DEADLINE_S, default 470 s; the issue asks for < 8 min
 # on one H200): each stage gets at most its own cap and never more than what is left, most important first;
@@ -12,7 +13,7 @@
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]}
 shift
-stages=" ${*:-tests bench suites profile share phases cpu-tests} "
+stages=" ${*:-tests losses bench suites profile share phases cpu-tests} "
 want() { [[ $stages == *" $1 "* ]]; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -57,6 +58,13 @@ want tests && {
 timeout -s INT -k 10 "$(budget 120)" "${pytest[@]}" tests/test_gpu.py -v --durations=10 --junitxml="$out/tests-gpu.xml" \
   > "$out/tests-gpu.log" 2>&1
 rc=$?; stage "GPU tests" "$(verdict $rc "$out/tests-gpu.log")"
+}
+
+# 2b. the fused losses' GPU targets: itc_loss at N=65536 under 1 GiB extra, N=16384 against eager (and Inf-CL)
+want losses && {
+timeout -s INT -k 10 "$(budget 60)" "$py" benchmarks/contrastive_gpu.py --json "$out/runs/itc-gpu.json" \
+  > "$out/losses.md" 2>&1
+rc=$?; stage "losses (itc)" "$( [ $rc -eq 0 ] && grep 'fused/eager' "$out/losses.md" || echo "exit $rc (see losses.md)")"
 }
 
 # 3. the paper's comparison (each mode in its own process; a failing mode is reported, the others kept)

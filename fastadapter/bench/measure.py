@@ -69,6 +69,26 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS mark (VmHWM) at the current RSS, so that peak_rss_since_reset() measures
+    what follows alone; False where /proc/self/clear_refs cannot be written."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_since_reset() -> int:
+    """VmHWM, the peak RSS since the last reset_peak_rss() (or since the process started)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
 STEP_PHASES = ("forward", "backward", "optimizer")
 
 
