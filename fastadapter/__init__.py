@@ -18,11 +18,20 @@ except ImportError as error:  # pragma: no cover - only without a build
 from .config import AdapterConfig
 from .io import AdapterFileError, load_adapters, save_adapters
 from .modules import Adapter, ITCLoss
-from .ops import BackendInfo, BackendUnavailableError, adapter, backends, contrastive_loss, itc_loss, release_cpu_cache
+from .ops import (
+    BackendInfo,
+    BackendUnavailableError,
+    adapter,
+    backends,
+    contrastive_loss,
+    itc_loss,
+    lm_loss,
+    release_cpu_cache,
+)
 from .patching import AlreadyPatchedError, UnsupportedModelError, adapters, patch, unpatch
 from .trainable import TrainableSummary, trainable_summary
 
-__all__ = ["adapter", "contrastive_loss", "itc_loss", "ITCLoss",
+__all__ = ["adapter", "contrastive_loss", "itc_loss", "lm_loss", "ITCLoss",
            "release_cpu_cache", "backends", "BackendInfo", "BackendUnavailableError", "AdapterConfig",
            "Adapter", "patch", "unpatch", "adapters", "save_adapters", "load_adapters", "AdapterFileError",
            "AlreadyPatchedError", "UnsupportedModelError", "trainable_summary", "TrainableSummary"]

@@ -4,7 +4,8 @@ backends, registration), with the shared backend registry (registry.py) and shar
 from .adapter import adapter
 from .common import release_cpu_cache
 from .contrastive import contrastive_loss, itc_loss
+from .lm_loss import lm_loss
 from .registry import BackendInfo, BackendUnavailableError, backends
 
-__all__ = ["adapter", "contrastive_loss", "itc_loss",
+__all__ = ["adapter", "contrastive_loss", "itc_loss", "lm_loss",
            "release_cpu_cache", "backends", "BackendInfo", "BackendUnavailableError"]
