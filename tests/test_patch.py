@@ -14,7 +14,8 @@ import fastadapter
 from fastadapter import AdapterConfig, AdapterFileError, AlreadyPatchedError, UnsupportedModelError
 
 SMALL = AdapterConfig(bottleneck=8)
-FUSED_LOSS = {"BlipModel"}  # whose output() is a loss the patched model computes with a fused op
+FUSED_LOSS = {"BlipModel", "BlipForConditionalGeneration", "BlipForQuestionAnswering", "BlipTextLMHeadModel"}  # whose
+# output() is a loss the patched model computes with a fused op
 
 
 def assert_same_output(name, got, expected):
