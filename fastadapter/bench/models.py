@@ -113,7 +113,8 @@ def prepare(model, mode: str, preset: Preset) -> None:
     """Make `model` train what `mode` trains."""
     import fastadapter
 
-    config = fastadapter.AdapterConfig(bottleneck=preset.bottleneck, init="normal")
+    # Hugging Face's loss in every mode but (d), so that (b), (c) and (e) compare adapters alone.
+    config = fastadapter.AdapterConfig(bottleneck=preset.bottleneck, init="normal", fused_losses=False)
     text_only = ("text_decoder",)
     if mode == "a":
         for p in model.parameters():
@@ -128,6 +129,8 @@ def prepare(model, mode: str, preset: Preset) -> None:
                 adapter.forward = torch.compile(adapter.forward)
     elif mode in ("c", "c-text"):
         fastadapter.patch(model, config, **({"towers": text_only} if mode == "c-text" else {}))
+    elif mode == "d":
+        fastadapter.patch(model, config, fused_losses=True)
     else:
         raise ValueError(f"unknown mode {mode!r}")
 

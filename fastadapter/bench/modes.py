@@ -9,7 +9,7 @@ batches, each mode in a fresh process so that peak memory is its own:
   b-text  eager adapters in the text decoder only (skips the vision backward, as (a) does)
   c       fused adapters in every tower
   c-text  fused adapters in the text decoder only
-  d       fused adapters with the fused ITC/ITM/LM losses (reported as not measured until they exist)
+  d       (c) with the fused LM loss (fastadapter.lm_loss: no (B, L, V) logits); (b) and (c) keep Hugging Face's
   e       torch.compile of (b): each eager adapter compiled (the base model stays eager)
 
 Ratios of step times between separate processes move with the machine's drift; `--pairs X/Y,...` also times
@@ -37,10 +37,10 @@ MODES = {
     "b-text": "eager adapters, text decoder",
     "c": "fused adapters, every tower",
     "c-text": "fused adapters, text decoder",
-    "d": "fused adapters + fused losses",
+    "d": "fused adapters + fused LM loss",
     "e": "torch.compile of (b)",
 }
-NOT_BUILT = {"d": "not measured: the fused ITC/ITM/LM losses are not built yet"}
+NOT_BUILT: dict[str, str] = {}  # modes listed but not measurable yet, with why
 # Pairs (numerator, denominator) whose modes differ only in the adapters' implementation: `paired` times them
 # on one model whose adapters switch implementation.
 SAME_ADAPTERS = {("c", "b"), ("c-text", "b-text")}
