@@ -147,3 +147,25 @@ def test_contrastive_soft_targets_and_queue(backend):
     from contrastive_helpers import check_queue_on
 
     check_queue_on("cuda", backend)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_lm_loss_on_cuda(dtype, reduction):
+    """lm_loss's auto backend on CUDA tensors (the chunked torch backend until a GPU kernel lands) against
+    F.cross_entropy in float64, the loss and the hidden states' gradient."""
+    import torch.nn.functional as F
+    from helpers import TOLERANCE, assert_close
+    from test_lm_loss import _inputs
+
+    hidden, weight, bias, labels = _inputs(700, 64, 3001, seed=3)
+    h = hidden.to("cuda", dtype).requires_grad_()
+    loss = fastadapter.lm_loss(h, weight.to("cuda", dtype), bias.to("cuda", dtype), labels.cuda(), 0.1,
+                               reduction=reduction)
+    (grad,) = torch.autograd.grad(loss.sum(), h)
+    ref_h = h.detach().cpu().double().requires_grad_()
+    ref = F.cross_entropy(F.linear(ref_h, weight.to(dtype).double(), bias.to(dtype).double()), labels,
+                          label_smoothing=0.1, reduction=reduction)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), ref_h)
+    assert_close(loss.detach().cpu(), ref.detach(), TOLERANCE[dtype], "loss", floor=1.0)
+    assert_close(grad.cpu().double(), ref_grad, TOLERANCE[dtype], "grad hidden", floor=1e-3)
