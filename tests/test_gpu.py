@@ -132,7 +132,7 @@ def test_timed_step_phases_from_cuda_events():
     assert sum(step.phases.values()) <= step.seconds * 1.001 and model.linear.weight.grad is None
 
 
-@pytest.mark.parametrize("backend", ("triton", "torch"))
+@pytest.mark.parametrize("backend", ("triton", "cuda", "torch"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n_image,n_text,d,ids", [(1, 1, 16, False), (37, 53, 257, True), (300, 300, 256, False),
                                                   (1000, 777, 256, True)])
@@ -142,7 +142,7 @@ def test_contrastive_sizes_and_dtypes(backend, dtype, n_image, n_text, d, ids):
     check_itc_on("cuda", backend, n_image, n_text, d, ids, dtype)
 
 
-@pytest.mark.parametrize("backend", ("triton", "torch"))
+@pytest.mark.parametrize("backend", ("triton", "cuda", "torch"))
 def test_contrastive_soft_targets_and_queue(backend):
     from contrastive_helpers import check_queue_on
 
