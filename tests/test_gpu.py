@@ -135,7 +135,7 @@ def test_timed_step_phases_from_cuda_events():
 @pytest.mark.parametrize("backend", ("triton", "cuda", "torch"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n_image,n_text,d,ids", [(1, 1, 16, False), (37, 53, 257, True), (300, 300, 256, False),
-                                                  (1000, 777, 256, True)])
+                                                  (1000, 777, 256, True), (4500, 4200, 32, True)])  # last: 4 tiles
 def test_contrastive_sizes_and_dtypes(backend, dtype, n_image, n_text, d, ids):
     from contrastive_helpers import check_itc_on
 
