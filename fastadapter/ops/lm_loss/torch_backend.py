@@ -20,8 +20,19 @@ def chunk_rows(vocab):
     return max(MIN_CHUNK, CHUNK_ELEMENTS // max(vocab, 1))
 
 
+def _mm_float(a, b):
+    """a @ b with a float32 result: on CUDA, 16-bit operands stay 16-bit on the tensor cores (mm's out_dtype,
+    torch >= 2.8); elsewhere both are upcast."""
+    if a.is_cuda and b.dtype in (torch.bfloat16, torch.float16):
+        try:
+            return torch.mm(a.to(b.dtype), b, out_dtype=torch.float32)
+        except (TypeError, RuntimeError):  # a torch without out_dtype, or a case it does not cover
+            pass
+    return a.float() @ b.float()
+
+
 def _logits(h, weight, bias):
-    z = h.float() @ weight.float().t()
+    z = _mm_float(h, weight.t())
     return z if bias is None else z + bias.float()
 
 
@@ -34,10 +45,10 @@ def _grad_logits(z, lse, labels, valid, eps, scale):
 
 
 def _accumulate(dz, h, weight, grads, chunk, hidden_grad, weight_grad, bias_grad):
-    if hidden_grad:
-        grads[0][chunk] = (dz @ weight.float()).to(grads[0].dtype)
+    if hidden_grad:  # on CUDA dz meets the 16-bit weight in its dtype, as flash attention's backward does
+        grads[0][chunk] = _mm_float(dz, weight).to(grads[0].dtype)
     if weight_grad:
-        grads[1] += dz.t() @ h.float()
+        grads[1] += _mm_float(dz.t(), h)
     if bias_grad:
         grads[2] += dz.sum(0)
 
