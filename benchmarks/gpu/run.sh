@@ -60,11 +60,15 @@ timeout -s INT -k 10 "$(budget 120)" "${pytest[@]}" tests/test_gpu.py -v --durat
 rc=$?; stage "GPU tests" "$(verdict $rc "$out/tests-gpu.log")"
 }
 
-# 2b. the fused losses' GPU targets: itc_loss at N=65536 under 1 GiB extra, N=16384 against eager (and Inf-CL)
+# 2b. the fused losses' GPU targets: itc_loss at N=65536 under 1 GiB extra, N=16384 against eager (and Inf-CL);
+#     lm_loss at BLIP's captioning shapes against eager (and Liger-Kernel)
 want losses && {
 timeout -s INT -k 10 "$(budget 60)" "$py" benchmarks/contrastive_gpu.py --json "$out/runs/itc-gpu.json" \
   > "$out/losses.md" 2>&1
 rc=$?; stage "losses (itc)" "$( [ $rc -eq 0 ] && grep 'fused/eager' "$out/losses.md" || echo "exit $rc (see losses.md)")"
+timeout -s INT -k 10 "$(budget 40)" "$py" benchmarks/lm_loss_gpu.py --json "$out/runs/lm-loss-gpu.json" \
+  > "$out/losses-lm.md" 2>&1
+rc=$?; stage "losses (lm)" "$( [ $rc -eq 0 ] && grep 'fused/eager' "$out/losses-lm.md" || echo "exit $rc (see losses-lm.md)")"
 }
 
 # 3. the paper's comparison (each mode in its own process; a failing mode is reported, the others kept)
