@@ -16,7 +16,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -56,16 +55,7 @@ def peak_growth(backend, n, d) -> tuple[float, float]:
     torch.set_flush_denormal(True)
     image, text, tau = _inputs(n, d)
     step(backend, image, text, tau)  # warm: kernels, thread pools and the allocator's first touch
-    import gc
-
-    gc.collect()
-    if not measure.reset_peak_rss():
-        raise SystemExit("peak RSS growth needs a writable /proc/self/clear_refs (Linux)")
-    before = measure.rss_bytes()
-    start = time.perf_counter()
-    step(backend, image, text, tau)
-    seconds = time.perf_counter() - start
-    return measure.peak_rss_since_reset() - before, seconds
+    return measure.peak_rss_growth(lambda: step(backend, image, text, tau))
 
 
 def fresh_process(backend, n, d) -> tuple[float, float]:

@@ -11,7 +11,6 @@ adapter training (hidden gets the only gradient):
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import subprocess
 import sys
@@ -43,13 +42,8 @@ def step(backend, hidden, weight, bias, labels):
 def peak_growth(backend, tokens) -> float:
     torch.set_flush_denormal(True)
     args = _inputs(tokens)
-    step(backend, *args)
-    gc.collect()
-    if not measure.reset_peak_rss():
-        raise SystemExit("peak RSS growth needs a writable /proc/self/clear_refs (Linux)")
-    before = measure.rss_bytes()
-    step(backend, *args)
-    return measure.peak_rss_since_reset() - before
+    step(backend, *args)  # warm
+    return measure.peak_rss_growth(lambda: step(backend, *args))[0]
 
 
 def fresh_process(backend, tokens) -> float:

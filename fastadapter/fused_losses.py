@@ -16,6 +16,7 @@ Hugging Face's within float rounding, not bit for bit; unpatch removes the hooks
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -30,9 +31,15 @@ from .ops.lm_loss import lm_loss
 _PENDING = "_fastadapter_loss_pending"  # per-call state between the pre-hook and the hook, innermost last
 
 
+@functools.cache
+def _forward_arguments(cls) -> tuple[str, ...]:
+    """A model class's forward argument names without self: read once, not on every call of a hook."""
+    return tuple(inspect.signature(cls.forward).parameters)[1:]
+
+
 def _argument(module, args, kwargs, name, default=None, replace=False, replacement=None):
     """(value of forward argument `name` in this call, args, kwargs), optionally replaced for the call."""
-    names = list(inspect.signature(type(module).forward).parameters)[1:]  # without self
+    names = _forward_arguments(type(module))
     if name in kwargs:
         value = kwargs[name]
         if replace:

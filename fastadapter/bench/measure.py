@@ -80,6 +80,21 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def peak_rss_growth(fn: Callable[[], object]) -> tuple[int, float]:
+    """(peak RSS growth in bytes, seconds) of one fn() call, the kernel's peak mark restarted just before it (so a
+    warm-up's peak does not hide it). Call fn once first, to warm kernels, thread pools and first-touched pages."""
+    import gc
+
+    gc.collect()
+    if not reset_peak_rss():
+        raise OSError("peak RSS growth needs a writable /proc/self/clear_refs (Linux)")
+    before = rss_bytes()
+    start = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - start
+    return peak_rss_since_reset() - before, seconds
+
+
 def peak_rss_since_reset() -> int:
     """VmHWM, the peak RSS since the last reset_peak_rss() (or since the process started)."""
     with open("/proc/self/status") as f:
