@@ -29,7 +29,7 @@ PRECISION = "ieee"  # 16-bit inputs use the tensor cores whatever this says
 
 
 @triton.jit
-def _logits(a_ptr, rows, row_ok, a_scale, b_ptr, b_inv_ptr, cols, col_ok, d, PRECISION: tl.constexpr,
+def logits_tile(a_ptr, rows, row_ok, a_scale, b_ptr, b_inv_ptr, cols, col_ok, d, PRECISION: tl.constexpr,
             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """One tile of logits, a's rows against b's rows `cols`: the dot product over d in BLOCK_K chunks (operands
     stay small: a full-width fp32 dot spills), then scaled by inv_tau / (|a| |b|) (a_scale holds a's part)."""
@@ -44,7 +44,7 @@ def _logits(a_ptr, rows, row_ok, a_scale, b_ptr, b_inv_ptr, cols, col_ok, d, PRE
 
 
 @triton.jit
-def _positives(rows, cols, row_ok, col_ok, ids_a_ptr, ids_b_ptr, HAS_IDS: tl.constexpr):
+def positive_pairs(rows, cols, row_ok, col_ok, ids_a_ptr, ids_b_ptr, HAS_IDS: tl.constexpr):
     valid = row_ok[:, None] & col_ok[None, :]
     if HAS_IDS:
         ida = tl.load(ids_a_ptr + rows, mask=row_ok, other=0)
@@ -73,18 +73,18 @@ def _stats_kernel(a_ptr, b_ptr, a_inv_ptr, b_inv_ptr, ids_a_ptr, ids_b_ptr, sa_p
     for b0 in range(0, n_b, BLOCK_N):
         cols = b0 + tl.arange(0, BLOCK_N)
         col_ok = cols < n_b
-        s, _ = _logits(a_ptr, rows, row_ok, a_scale, b_ptr, b_inv_ptr, cols, col_ok, d, PRECISION, BLOCK_M, BLOCK_N,
+        s, _ = logits_tile(a_ptr, rows, row_ok, a_scale, b_ptr, b_inv_ptr, cols, col_ok, d, PRECISION, BLOCK_M, BLOCK_N,
                        BLOCK_K)
         s_masked = tl.where(col_ok[None, :], s, float("-inf"))
         s = tl.where(col_ok[None, :], s, 0.0)
         new_m = tl.maximum(m, tl.max(s_masked, 1))
         z = z * tl.exp(m - new_m) + tl.sum(tl.exp(s_masked - new_m[:, None]), 1)
         m = new_m
-        p = _positives(rows, cols, row_ok, col_ok, ids_a_ptr, ids_b_ptr, HAS_IDS)
+        p = positive_pairs(rows, cols, row_ok, col_ok, ids_a_ptr, ids_b_ptr, HAS_IDS)
         hard += tl.sum(tl.where(p, s, 0.0), 1)
         count += tl.sum(p.to(tl.float32), 1)
         if SOFT:
-            ms, _ = _logits(sa_ptr, rows, row_ok, sa_scale, sb_ptr, sb_inv_ptr, cols, col_ok, soft_d, PRECISION,
+            ms, _ = logits_tile(sa_ptr, rows, row_ok, sa_scale, sb_ptr, sb_inv_ptr, cols, col_ok, soft_d, PRECISION,
                             BLOCK_M, BLOCK_N, BLOCK_K)
             ms = tl.where(col_ok[None, :], ms, float("-inf"))
             new_sm = tl.maximum(soft_m, tl.max(ms, 1))
@@ -136,12 +136,12 @@ def _grad_kernel(a_ptr, b_ptr, a_inv_ptr, b_inv_ptr, ids_a_ptr, ids_b_ptr, sa_pt
     for b0 in range(0, n_b, BLOCK_N):
         cols = b0 + tl.arange(0, BLOCK_N)
         col_ok = cols < n_b
-        s, b_inv = _logits(a_ptr, rows, row_ok, a_inv * inv_tau, b_ptr, b_inv_ptr, cols, col_ok, d, PRECISION,
+        s, b_inv = logits_tile(a_ptr, rows, row_ok, a_inv * inv_tau, b_ptr, b_inv_ptr, cols, col_ok, d, PRECISION,
                            BLOCK_M, BLOCK_N, BLOCK_K)
-        p = _positives(rows, cols, row_ok, col_ok, ids_a_ptr, ids_b_ptr, HAS_IDS)
+        p = positive_pairs(rows, cols, row_ok, col_ok, ids_a_ptr, ids_b_ptr, HAS_IDS)
         ms = s
         if SOFT:
-            ms, _ = _logits(sa_ptr, rows, row_ok, sa_scale, sb_ptr, sb_inv_ptr, cols, col_ok, soft_d, PRECISION,
+            ms, _ = logits_tile(sa_ptr, rows, row_ok, sa_scale, sb_ptr, sb_inv_ptr, cols, col_ok, soft_d, PRECISION,
                             BLOCK_M, BLOCK_N, BLOCK_K)
         ds = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
         if ROWS:
@@ -169,7 +169,7 @@ def _grad_kernel(a_ptr, b_ptr, a_inv_ptr, b_inv_ptr, ids_a_ptr, ids_b_ptr, sa_pt
                  mask=row_ok[:, None] & (dims[None, :] < d))
 
 
-class _Side:
+class FeatureSide:
     """One side's tensors as the kernels take them: contiguous features, float32 inverse norms (ones without
     normalisation), int64 ids (or a placeholder) and the soft features with theirs."""
 
@@ -224,7 +224,7 @@ def _side_stats(a, b, inv_tau, alpha, has_ids, soft):
 
 def forward(query, keys, temperature, query_ids, key_ids, soft_query, soft_keys, alpha, normalize, rows, columns):
     soft = soft_query is not None and alpha > 0
-    q, k = _Side(query, query_ids, soft_query, normalize), _Side(keys, key_ids, soft_keys, normalize)
+    q, k = FeatureSide(query, query_ids, soft_query, normalize), FeatureSide(keys, key_ids, soft_keys, normalize)
     inv_tau = (1.0 / temperature.float()).reshape(1)
     empty = query.new_empty(0, dtype=torch.float32), query.new_empty((3, 0), dtype=torch.float32)
     has_ids = query_ids is not None
@@ -251,7 +251,7 @@ def _side_grad(a, b, inv_tau, alpha, g_a, stats_a, g_b, stats_b, want_grad, norm
 def backward(grad_row_loss, grad_column_loss, query, keys, temperature, query_ids, key_ids, soft_query, soft_keys,
              alpha, normalize, row_stats, column_stats, query_grad, keys_grad, temperature_grad):
     soft = soft_query is not None and alpha > 0
-    q, k = _Side(query, query_ids, soft_query, normalize), _Side(keys, key_ids, soft_keys, normalize)
+    q, k = FeatureSide(query, query_ids, soft_query, normalize), FeatureSide(keys, key_ids, soft_keys, normalize)
     inv_tau = (1.0 / temperature.float()).reshape(1)
     g_row = grad_row_loss.float().contiguous() if grad_row_loss is not None and row_stats.shape[1] else None
     g_col = grad_column_loss.float().contiguous() if grad_column_loss is not None and column_stats.shape[1] else None

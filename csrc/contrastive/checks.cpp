@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "../common/feature_checks.h"
 #include "../common/format.h"
 #include "contrastive.h"
 
@@ -14,53 +15,18 @@ namespace {
 
 constexpr const char* kOp = "fastadapter.contrastive_loss: ";
 
-void check_features(const char* name, const Tensor& t, const Tensor& query) {
-  const auto type = t.scalar_type();
-  TORCH_CHECK_TYPE(t.is_floating_point(), kOp, name, " must be a floating-point tensor, got ", dtype_name(type));
-  TORCH_CHECK_TYPE(type == at::kFloat || type == at::kBFloat16 || type == at::kHalf, kOp, name, " is ",
-                   dtype_name(type), "; supported dtypes are float32, bfloat16 and float16 (the kernels compute in "
-                   "float32; use backend='eager' for float64)");
-  TORCH_CHECK_VALUE(t.dim() == 2, kOp, name, " must have shape (n, d), got ", shape_str(t.sym_sizes()));
-  TORCH_CHECK_VALUE(t.device() == query.device(), kOp, "device mismatch: query is on ", query.device(), " but ",
-                    name, " is on ", t.device());
-  TORCH_CHECK_VALUE(t.layout() == at::kStrided, kOp, name, " must be a dense (strided) tensor, got layout ",
-                    t.layout());
-  TORCH_CHECK_VALUE(t.sym_size(0) != 0 && t.sym_size(1) != 0, kOp, name, " must have at least one row and one "
-                    "column, got shape ", shape_str(t.sym_sizes()));
-}
-
-void check_ids(const char* name, const Tensor& ids, const Tensor& features, const char* features_name) {
-  const auto type = ids.scalar_type();
-  TORCH_CHECK_TYPE(at::isIntegralType(type, /*includeBool=*/false), kOp, name, " must be an integer tensor, got ",
-                   dtype_name(type));
-  TORCH_CHECK_VALUE(ids.dim() == 1 && ids.sym_size(0) == features.sym_size(0), kOp, name, " must have shape (",
-                    features.sym_size(0), ",), one id per row of ", features_name, ", got ",
-                    shape_str(ids.sym_sizes()));
-  TORCH_CHECK_VALUE(ids.device() == features.device(), kOp, "device mismatch: ", features_name, " is on ",
-                    features.device(), " but ", name, " is on ", ids.device());
-}
-
 }  // namespace
 
 void check_contrastive_inputs(const Tensor& query, const Tensor& keys, const Tensor& temperature,
                               const OptTensor& query_ids, const OptTensor& key_ids, const OptTensor& soft_query,
                               const OptTensor& soft_keys, double alpha, bool rows, bool columns) {
-  check_features("query", query, query);
-  check_features("keys", keys, query);
-  TORCH_CHECK_TYPE(keys.scalar_type() == query.scalar_type(), kOp, "dtype mismatch: query is ",
-                   dtype_name(query.scalar_type()), " but keys is ", dtype_name(keys.scalar_type()));
-  TORCH_CHECK_VALUE(keys.sym_size(1) == query.sym_size(1), kOp, "query and keys must have the same feature width, "
-                    "got query ", shape_str(query.sym_sizes()), " and keys ", shape_str(keys.sym_sizes()));
-  TORCH_CHECK_TYPE(temperature.is_floating_point(), kOp, "temperature must be a floating-point tensor, got ",
-                   dtype_name(temperature.scalar_type()));
-  TORCH_CHECK_VALUE(temperature.dim() == 0 && temperature.device() == query.device(), kOp, "temperature must be "
-                    "a 0-d tensor on query's device (", query.device(), "), got shape ",
-                    shape_str(temperature.sym_sizes()), " on ", temperature.device());
+  check_feature_pair(kOp, query, "query", keys, "keys");
+  check_temperature_tensor(kOp, temperature, query, "query");
   TORCH_CHECK_VALUE(query_ids.has_value() == key_ids.has_value(), kOp, "give both query_ids and key_ids, or "
                     "neither (then the positives are the diagonal)");
   if (query_ids) {
-    check_ids("query_ids", *query_ids, query, "query");
-    check_ids("key_ids", *key_ids, keys, "keys");
+    check_row_ids(kOp, "query_ids", *query_ids, query, "query");
+    check_row_ids(kOp, "key_ids", *key_ids, keys, "keys");
   } else {
     TORCH_CHECK_VALUE(query.sym_size(0) == keys.sym_size(0), kOp, "without ids the positives are the diagonal, so "
                       "query and keys need the same count; got ", query.sym_size(0), " queries and ",
@@ -73,8 +39,8 @@ void check_contrastive_inputs(const Tensor& query, const Tensor& keys, const Ten
                     "alpha = 0, which ignores them; pass alpha > 0 or leave them out" : "alpha > 0 needs the soft "
                     "features (soft_query and soft_keys) it mixes into the targets");
   if (soft_query) {
-    check_features("soft_query", *soft_query, query);
-    check_features("soft_keys", *soft_keys, query);
+    check_feature_rows(kOp, "soft_query", *soft_query, query, "query");
+    check_feature_rows(kOp, "soft_keys", *soft_keys, query, "query");
     TORCH_CHECK_VALUE(soft_query->sym_size(0) == query.sym_size(0) && soft_keys->sym_size(0) == keys.sym_size(0) &&
                           soft_query->sym_size(1) == soft_keys->sym_size(1),
                       kOp, "soft_query and soft_keys must have one row per query and per key and the same width; "

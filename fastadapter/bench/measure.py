@@ -95,6 +95,18 @@ def peak_rss_growth(fn: Callable[[], object]) -> tuple[int, float]:
     return peak_rss_since_reset() - before, seconds
 
 
+def cuda_extra_memory(fn: Callable[[], object]) -> int:
+    """Bytes fn() allocates on the current CUDA device at its peak beyond what was allocated before it (one warm
+    call first)."""
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
 def peak_rss_since_reset() -> int:
     """VmHWM, the peak RSS since the last reset_peak_rss() (or since the process started)."""
     with open("/proc/self/status") as f:

@@ -1,7 +1,9 @@
-"""Shared by every op's Python code: the activations of the op contracts, and the CPU kernels' block cache."""
+"""Shared by every op's Python code: the activations of the op contracts, the CPU kernels' block cache, and the
+lazy entry points of the Triton backends."""
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
@@ -50,3 +52,14 @@ def release_cpu_cache() -> int:
     on first touch.
     """
     return _C.release_cpu_cache()
+
+
+def triton_entry(module: str, function: str):
+    """fastadapter.kernels.<module>.<function> as a backend's callable that imports the module (and triton) only
+    at its first call, so that importing fastadapter needs no triton."""
+
+    def call(*args):
+        return getattr(importlib.import_module(f"fastadapter.kernels.{module}"), function)(*args)
+
+    call.__name__ = f"triton_{module}_{function}"
+    return call

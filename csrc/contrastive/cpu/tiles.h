@@ -117,6 +117,17 @@ inline void online_columns(const float* tile, const float* weights, int64_t na, 
   }
 }
 
+// grad x_i = (u_i / tau - r_i x_hat_i) / |x_i| with normalisation, u_i / tau without; u is float32 (n, d).
+inline void finish_rows(const Side& x, int64_t x0, int64_t n, const float* u, const float* r, float inv_tau,
+                        float* grad) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float inv = x.inv_norm ? x.inv_norm[x0 + i] : 1.f;
+    const float radial = x.inv_norm ? r[i] * inv * inv : 0.f;
+    const float* xi = x.x + (x0 + i) * x.d;
+    for (int64_t k = 0; k < x.d; ++k) grad[(x0 + i) * x.d + k] = inv_tau * inv * u[i * x.d + k] - radial * xi[k];
+  }
+}
+
 // Calls visit(i, j) for every positive pair of the tile: equal ids, or the diagonal.
 template <typename F>
 inline void for_each_positive(const Side& a, const Side& b, int64_t a0, int64_t na, int64_t b0, int64_t nb,

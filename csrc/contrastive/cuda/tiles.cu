@@ -8,39 +8,13 @@
 
 #include <cfloat>
 
+#include "../../common/cuda/block_reduce.cuh"
 #include "tiles.cuh"
 
 namespace fastadapter::gpu {
 namespace {
 
-constexpr int kThreads = 256;
 constexpr float kNegInf = -INFINITY;
-
-struct Max {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-struct Sum {
-  __device__ float operator()(float a, float b) const { return a + b; }
-};
-
-// Reduces v over the block (kThreads threads); every thread gets the result.
-template <typename Op>
-__device__ float block_reduce(float v, Op op) {
-  __shared__ float partial[kThreads / 32];
-  __shared__ float result;
-  for (int offset = 16; offset > 0; offset /= 2) v = op(v, __shfl_xor_sync(0xffffffff, v, offset));
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float total = partial[0];
-    for (int w = 1; w < kThreads / 32; ++w) total = op(total, partial[w]);
-    result = total;
-  }
-  __syncthreads();
-  const float out = result;
-  __syncthreads();  // result and partial are reused by the next call
-  return out;
-}
 
 __device__ float scale_of(const float* inv_norm, int64_t index) { return inv_norm ? inv_norm[index] : 1.f; }
 

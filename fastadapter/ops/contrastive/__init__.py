@@ -17,10 +17,9 @@ they are skipped there, as under torch.compile (a query without a positive then 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from ..pair_checks import check_ids, check_tensors, temperature_tensor
 from ..registry import OpBackends, register
 from . import reference, registration
 
@@ -41,42 +40,6 @@ def _check_options(op, reduction, alpha, lambda_=None):
     for name, value in (("alpha", alpha), ("lambda_", lambda_)):
         if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             raise ValueError(f"fastadapter.{op}: {name} must be a number in [0, 1], got {value!r}")
-
-
-def _check_tensors(op, **tensors):
-    for name, value in tensors.items():
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"fastadapter.{op}: {name} must be a torch.Tensor, got "
-                            f"{'None' if value is None else type(value).__name__}")
-
-
-def _temperature(op, temperature, like):
-    """The temperature as the 0-d tensor the op takes; a float is checked here, a tensor where reading it is free."""
-    if isinstance(temperature, torch.Tensor):
-        if temperature.dim() != 0 or not temperature.is_floating_point():
-            raise ValueError(f"fastadapter.{op}: temperature must be a float or a 0-d floating-point tensor, got "
-                             f"a {temperature.dtype} tensor of shape {tuple(temperature.shape)}")
-        if temperature.device.type == "cpu" and not torch.compiler.is_compiling():
-            _check_temperature_value(op, temperature.item())
-        return temperature.to(like.device)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"fastadapter.{op}: temperature must be a float or a 0-d tensor, got "
-                        f"{type(temperature).__name__}")
-    _check_temperature_value(op, temperature)
-    return torch.tensor(float(temperature), dtype=torch.float32, device=like.device)
-
-
-def _check_temperature_value(op, value):
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"fastadapter.{op}: temperature must be positive and finite, got {value}")
-
-
-def _check_ids(op, ids, features, name, features_name):
-    """The ids' shape in the caller's names, before the positives are looked for (the op checks it too)."""
-    if ids is not None and (not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.shape[0] != features.shape[0]):
-        shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
-        raise ValueError(f"fastadapter.{op}: {name} must have shape ({features.shape[0]},), one id per row of "
-                         f"{features_name}, got {shape}")
 
 
 def _check_positives(op, ids, other_ids, what, other):
@@ -111,12 +74,12 @@ def contrastive_loss(query, keys, temperature=0.07, normalize=True, query_ids=No
     backend: "auto" | "cpu" | "triton" | "torch" | "eager" (fastadapter.backends("contrastive_loss")).
     """
     op = "contrastive_loss"
-    _check_tensors(op, query=query, keys=keys)
+    check_tensors(op, query=query, keys=keys)
     _check_options(op, reduction, alpha)
     backend = TABLE.resolve(backend, query.device)
-    tau = _temperature(op, temperature, query)
-    _check_ids(op, query_ids, query, "query_ids", "query")
-    _check_ids(op, key_ids, keys, "key_ids", "keys")
+    tau = temperature_tensor(op, temperature, query)
+    check_ids(op, query_ids, query, "query_ids", "query")
+    check_ids(op, key_ids, keys, "key_ids", "keys")
     _check_positives(op, query_ids, key_ids, "query", "key")
     if backend == "eager":
         tau = temperature if isinstance(temperature, torch.Tensor) else float(temperature)  # as a user writes it
@@ -139,12 +102,12 @@ def itc_loss(image_feat, text_feat, temperature=0.07, lambda_=0.5, normalize=Tru
     losses, (1 - lambda_) * per-text losses), whose total is the "sum" reduction.
     """
     op = "itc_loss"
-    _check_tensors(op, image_feat=image_feat, text_feat=text_feat)
+    check_tensors(op, image_feat=image_feat, text_feat=text_feat)
     _check_options(op, reduction, alpha, lambda_)
     backend = TABLE.resolve(backend, image_feat.device)
-    tau = _temperature(op, temperature, image_feat)
-    _check_ids(op, image_ids, image_feat, "image_ids", "image_feat")
-    _check_ids(op, text_ids, text_feat, "text_ids", "text_feat")
+    tau = temperature_tensor(op, temperature, image_feat)
+    check_ids(op, image_ids, image_feat, "image_ids", "image_feat")
+    check_ids(op, text_ids, text_feat, "text_ids", "text_feat")
     _check_positives(op, image_ids, text_ids, "image", "text")
     _check_positives(op, text_ids, image_ids, "text", "image")
     soft_i, soft_t = _soft(momentum_image_feat), _soft(momentum_text_feat)

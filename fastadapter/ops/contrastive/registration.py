@@ -3,31 +3,15 @@ added to the op's C++ table of implementations, and the fake kernels torch.compi
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from ... import _C
+from ..common import triton_entry
 from . import torch_backend
 
-
-@functools.cache
-def _triton():
-    from ...kernels import contrastive as triton_contrastive  # imports triton only when the backend first runs
-
-    return triton_contrastive
-
-
-def _triton_forward(*args):
-    return _triton().forward(*args)
-
-
-def _triton_backward(*args):
-    return _triton().backward(*args)
-
-
 _C.register_contrastive_backend("torch", torch_backend.forward, torch_backend.backward)
-_C.register_contrastive_backend("triton", _triton_forward, _triton_backward)
+_C.register_contrastive_backend("triton", triton_entry("contrastive", "forward"),
+                                triton_entry("contrastive", "backward"))
 
 
 @torch.library.register_fake("fastadapter::contrastive_forward")

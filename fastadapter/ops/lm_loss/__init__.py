@@ -2,8 +2,9 @@
 tokens so that the (T, V) logits never exist.
 
 Where its pieces are: schema csrc/lm_loss/schema.cpp; checks csrc/lm_loss/checks.cpp; autograd and autocast
-csrc/lm_loss/autograd.cpp; backends under one contract (csrc/lm_loss/lm_loss.h): cpu (csrc/lm_loss/cpu), torch
-(torch_backend.py, whose docstring has the math); eager is reference.py. Tests: tests/test_lm_loss.py.
+csrc/lm_loss/autograd.cpp; backends under one contract (csrc/lm_loss/lm_loss.h): cpu (csrc/lm_loss/cpu), triton
+(kernels/lm_loss.py), torch (torch_backend.py, whose docstring has the math); eager is reference.py.
+Tests: tests/test_lm_loss.py.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from . import reference, registration
 TABLE = register(OpBackends(
     "lm_loss",
     implemented={"cpu": "chunked MKL GEMMs, C++ log-softmax and gradient pass",
+                 "triton": "chunk GEMMs by cuBLAS, a Triton kernel for log-softmax, loss and gradient in place",
                  "torch": "the op's chunked contract in plain PyTorch (torch_backend.py)",
                  "eager": "F.cross_entropy on the full logits, with autograd (reference.py)"},
-    auto={"cpu": ("cpu", "torch"), "other": ("torch",)}))
+        # GPU order by design, not yet by measurement (benchmarks/gpu/run.sh measures both).
+    auto={"cpu": ("cpu", "torch"), "cuda": ("triton", "torch"), "other": ("torch",)}))
 REDUCTIONS = ("mean", "sum", "none")
 
 

@@ -1,13 +1,16 @@
-"""The LM loss op's Python registrations: the torch backend into the op's C++ table, and the fake kernels."""
+"""The LM loss op's Python registrations: the torch and triton backends into the op's C++ table, and the fake
+kernels."""
 
 from __future__ import annotations
 
 import torch
 
 from ... import _C
+from ..common import triton_entry
 from . import torch_backend
 
 _C.register_lm_loss_backend("torch", torch_backend.forward, torch_backend.backward)
+_C.register_lm_loss_backend("triton", triton_entry("lm_loss", "forward"), triton_entry("lm_loss", "backward"))
 
 
 @torch.library.register_fake("fastadapter::lm_loss_forward")

@@ -31,7 +31,7 @@ def _mm_float(a, b):
     return a.float() @ b.float()
 
 
-def _logits(h, weight, bias):
+def chunk_logits(h, weight, bias):
     z = _mm_float(h, weight.t())
     return z if bias is None else z + bias.float()
 
@@ -44,7 +44,7 @@ def _grad_logits(z, lse, labels, valid, eps, scale):
     return dz * torch.where(valid, scale, torch.zeros_like(scale))[:, None]  # 0 * inf is NaN: select
 
 
-def _accumulate(dz, h, weight, grads, chunk, hidden_grad, weight_grad, bias_grad):
+def accumulate_grads(dz, h, weight, grads, chunk, hidden_grad, weight_grad, bias_grad):
     if hidden_grad:  # on CUDA dz meets the 16-bit weight in its dtype, as flash attention's backward does
         grads[0][chunk] = _mm_float(dz, weight).to(grads[0].dtype)
     if weight_grad:
@@ -53,14 +53,14 @@ def _accumulate(dz, h, weight, grads, chunk, hidden_grad, weight_grad, bias_grad
         grads[2] += dz.sum(0)
 
 
-def _empty_grads(hidden, weight, bias, hidden_grad, weight_grad, bias_grad):
+def empty_grads(hidden, weight, bias, hidden_grad, weight_grad, bias_grad):
     f32 = dict(dtype=torch.float32, device=hidden.device)
     return [torch.zeros(hidden.shape, **f32) if hidden_grad else hidden.new_empty(0),
             torch.zeros(weight.shape, **f32) if weight_grad else weight.new_empty(0),
             torch.zeros(weight.shape[0], **f32) if bias_grad else weight.new_empty(0)]
 
 
-def _finish(grads, hidden, weight, hidden_grad, weight_grad, bias_grad):
+def finish_grads(grads, hidden, weight, hidden_grad, weight_grad, bias_grad):
     return (grads[0].to(hidden.dtype) if hidden_grad else grads[0],
             grads[1].to(weight.dtype) if weight_grad else grads[1],
             grads[2].to(weight.dtype) if bias_grad else grads[2])
@@ -75,12 +75,12 @@ def forward(hidden, weight, bias, labels, label_smoothing, ignore_index, reducti
     scale = (1.0 / count if reduction == "mean" else torch.ones((), device=hidden.device))
     losses = torch.empty(tokens, dtype=torch.float32, device=hidden.device)
     lse_all = torch.empty_like(losses)
-    grads = _empty_grads(hidden, weight, bias, hidden_grad and precompute, weight_grad and precompute,
+    grads = empty_grads(hidden, weight, bias, hidden_grad and precompute, weight_grad and precompute,
                          bias_grad and precompute)
     step = chunk_rows(vocab)
     for t0 in range(0, tokens, step):
         chunk = slice(t0, min(t0 + step, tokens))
-        z = _logits(hidden[chunk], weight, bias)
+        z = chunk_logits(hidden[chunk], weight, bias)
         labels_c, valid = labels[chunk], valid_all[chunk]
         lse = torch.logsumexp(z, 1)
         picked = z.gather(1, labels_c.clamp_min(0)[:, None]).squeeze(1)
@@ -89,22 +89,22 @@ def forward(hidden, weight, bias, labels, label_smoothing, ignore_index, reducti
         lse_all[chunk] = lse
         if precompute:
             dz = _grad_logits(z, lse, labels_c, valid, label_smoothing, scale.expand(z.shape[0]))
-            _accumulate(dz, hidden[chunk], weight, grads, chunk, hidden_grad, weight_grad, bias_grad)
+            accumulate_grads(dz, hidden[chunk], weight, grads, chunk, hidden_grad, weight_grad, bias_grad)
     total = losses.sum()
     loss = losses if reduction == "none" else total / count if reduction == "mean" else total
-    return (loss, lse_all, *_finish(grads, hidden, weight, hidden_grad and precompute,
+    return (loss, lse_all, *finish_grads(grads, hidden, weight, hidden_grad and precompute,
                                     weight_grad and precompute, bias_grad and precompute))
 
 
 def backward(grad_loss, hidden, weight, bias, labels, lse, label_smoothing, ignore_index, hidden_grad, weight_grad,
              bias_grad):
     """The per-token path (reduction "none"): grad_loss (T,) weighs each token's gradient."""
-    grads = _empty_grads(hidden, weight, bias, hidden_grad, weight_grad, bias_grad)
+    grads = empty_grads(hidden, weight, bias, hidden_grad, weight_grad, bias_grad)
     step = chunk_rows(weight.shape[0])
     for t0 in range(0, hidden.shape[0], step):
         chunk = slice(t0, min(t0 + step, hidden.shape[0]))
-        z = _logits(hidden[chunk], weight, bias)
+        z = chunk_logits(hidden[chunk], weight, bias)
         dz = _grad_logits(z, lse[chunk], labels[chunk], labels[chunk] != ignore_index, label_smoothing,
                           grad_loss[chunk].float())
-        _accumulate(dz, hidden[chunk], weight, grads, chunk, hidden_grad, weight_grad, bias_grad)
-    return _finish(grads, hidden, weight, hidden_grad, weight_grad, bias_grad)
+        accumulate_grads(dz, hidden[chunk], weight, grads, chunk, hidden_grad, weight_grad, bias_grad)
+    return finish_grads(grads, hidden, weight, hidden_grad, weight_grad, bias_grad)
