@@ -5,6 +5,7 @@
 
 #include "adapter/python.h"
 #include "contrastive/python.h"
+#include "itm/python.h"
 #include "lm_loss/python.h"
 #include "common/cpu/memory.h"
 
@@ -41,5 +42,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "frees the CPU blocks cached for reuse by the ops' CPU kernels; returns the bytes freed");
   fastadapter::bind_adapter(m);
   fastadapter::bind_contrastive(m);
+  fastadapter::bind_itm(m);
   fastadapter::bind_lm_loss(m);
 }

@@ -149,11 +149,11 @@ def test_contrastive_soft_targets_and_queue(backend):
     check_queue_on("cuda", backend)
 
 
+@pytest.mark.parametrize("backend", ("triton", "torch"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_lm_loss_on_cuda(dtype, reduction):
-    """lm_loss's auto backend on CUDA tensors (the chunked torch backend until a GPU kernel lands) against
-    F.cross_entropy in float64, the loss and the hidden states' gradient."""
+def test_lm_loss_on_cuda(backend, dtype, reduction):
+    """lm_loss's GPU backends against F.cross_entropy in float64, the loss and the hidden states' gradient."""
     import torch.nn.functional as F
     from helpers import TOLERANCE, assert_close
     from test_lm_loss import _inputs
@@ -161,7 +161,7 @@ def test_lm_loss_on_cuda(dtype, reduction):
     hidden, weight, bias, labels = _inputs(700, 64, 3001, seed=3)
     h = hidden.to("cuda", dtype).requires_grad_()
     loss = fastadapter.lm_loss(h, weight.to("cuda", dtype), bias.to("cuda", dtype), labels.cuda(), 0.1,
-                               reduction=reduction)
+                               reduction=reduction, backend=backend)
     (grad,) = torch.autograd.grad(loss.sum(), h)
     ref_h = h.detach().cpu().double().requires_grad_()
     ref = F.cross_entropy(F.linear(ref_h, weight.to(dtype).double(), bias.to(dtype).double()), labels,
@@ -169,3 +169,22 @@ def test_lm_loss_on_cuda(dtype, reduction):
     (ref_grad,) = torch.autograd.grad(ref.sum(), ref_h)
     assert_close(loss.detach().cpu(), ref.detach(), TOLERANCE[dtype], "loss", floor=1.0)
     assert_close(grad.cpu().double(), ref_grad, TOLERANCE[dtype], "grad hidden", floor=1e-3)
+
+
+@pytest.mark.parametrize("backend", ("triton", "cuda", "torch"))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n_image,n_text,d,ids", [(1, 1, 16, False), (37, 53, 257, True), (1000, 777, 256, True),
+                                                  (4500, 4200, 32, True)])  # last: 4 cuda tiles
+def test_itm_margin_sizes_and_dtypes(backend, dtype, n_image, n_text, d, ids):
+    from itm_helpers import check_margin
+
+    check_margin(backend, n_image, n_text, d, ids, dtype=dtype, device="cuda")
+
+
+@pytest.mark.parametrize("backend", ("triton", "cuda", "torch"))
+def test_itm_sampler_on_gpu(backend):
+    from itm_helpers import check_never_positive, chi_square_p_value
+
+    for n_image, n_text, d, ids in [(2, 2, 8, False), (45, 19, 16, True), (4500, 4200, 32, True)]:
+        check_never_positive(backend, n_image, n_text, d, ids, device="cuda")
+    assert chi_square_p_value(backend, device="cuda") > 1e-3

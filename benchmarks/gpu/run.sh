@@ -61,7 +61,7 @@ rc=$?; stage "GPU tests" "$(verdict $rc "$out/tests-gpu.log")"
 }
 
 # 2b. the fused losses' GPU targets: itc_loss at N=65536 under 1 GiB extra, N=16384 against eager (and Inf-CL);
-#     lm_loss at BLIP's captioning shapes against eager (and Liger-Kernel)
+#     lm_loss at BLIP's captioning shapes against eager (and Liger-Kernel); the ITM margin loss and sampler
 want losses && {
 timeout -s INT -k 10 "$(budget 60)" "$py" benchmarks/contrastive_gpu.py --json "$out/runs/itc-gpu.json" \
   > "$out/losses.md" 2>&1
@@ -69,6 +69,10 @@ rc=$?; stage "losses (itc)" "$( [ $rc -eq 0 ] && grep 'fused/eager' "$out/losses
 timeout -s INT -k 10 "$(budget 40)" "$py" benchmarks/lm_loss_gpu.py --json "$out/runs/lm-loss-gpu.json" \
   > "$out/losses-lm.md" 2>&1
 rc=$?; stage "losses (lm)" "$( [ $rc -eq 0 ] && grep 'fused/eager' "$out/losses-lm.md" || echo "exit $rc (see losses-lm.md)")"
+timeout -s INT -k 10 "$(budget 40)" "$py" benchmarks/itm_gpu.py --json "$out/runs/itm-gpu.json" \
+  > "$out/losses-itm.md" 2>&1
+rc=$?; stage "losses (itm)" "$( [ $rc -eq 0 ] && grep -c 'x eager' "$out/losses-itm.md" | sed 's/$/ timings/' \
+  || echo "exit $rc (see losses-itm.md)")"
 }
 
 # 3. the paper's comparison (each mode in its own process; a failing mode is reported, the others kept)
