@@ -43,10 +43,66 @@ def _bench(args) -> int:
     return 1 if failed else 0
 
 
+def _train(args) -> int:
+    from .train import data, trainer
+
+    try:
+        epochs = tuple(int(e) for e in args.save_epochs.split(",") if e.strip())
+    except ValueError:
+        print(f"fastadapter train: --save-epochs must be comma-separated integers, got {args.save_epochs!r}",
+              file=sys.stderr)
+        return 2
+    opts = trainer.TrainOptions(
+        model=args.model, data=args.data, task=args.task, epochs=args.epochs, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, lr=args.lr, out=args.out, save_epochs=epochs, resume=args.resume, seed=args.seed,
+        workers=args.workers, caption_column=args.caption_column, on_bad_sample=args.on_bad_sample,
+        prompt=args.prompt, bottleneck=args.bottleneck, itm=args.itm)
+    try:
+        trainer.train(opts)
+    except (data.BadSampleError, FileNotFoundError, ValueError) as error:
+        print(f"fastadapter train: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fastadapter train: interrupted; the checkpoints in {args.out}/checkpoints are whole: continue with "
+              "--resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _add_train(commands):
+    from .train.trainer import PAPER_EPOCHS, TrainOptions
+
+    d = TrainOptions()
+    train = commands.add_parser("train", help="train adapters on an image-caption folder (default: a tiny BLIP on "
+                                "the built-in synthetic set, offline)")
+    train.add_argument("--model", default=d.model, help="tiny | base (random weights, from --seed) | a checkpoint "
+                       "folder (default tiny)")
+    train.add_argument("--data", help="an image-caption folder (metadata.jsonl/csv); default: the synthetic set")
+    train.add_argument("--task", choices=("captioning", "retrieval"), default=d.task)
+    train.add_argument("--epochs", type=int, default=d.epochs)
+    train.add_argument("--batch-size", type=int, default=d.batch_size)
+    train.add_argument("--grad-accum", type=int, default=d.grad_accum, help="batches per optimizer step")
+    train.add_argument("--lr", type=float, default=d.lr)
+    train.add_argument("--out", default=d.out, help="run folder: log.jsonl, loss.png, checkpoints/")
+    train.add_argument("--save-epochs", default=",".join(map(str, PAPER_EPOCHS)),
+                       help="epochs to checkpoint, besides the last (default: the paper's)")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    train.add_argument("--seed", type=int, default=d.seed)
+    train.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers")
+    train.add_argument("--caption-column", default=d.caption_column)
+    train.add_argument("--on-bad-sample", choices=("stop", "skip"), default=d.on_bad_sample)
+    train.add_argument("--prompt", default=d.prompt, help="captioning prompt, masked out of the loss")
+    train.add_argument("--bottleneck", type=int, default=d.bottleneck, help="adapter bottleneck r")
+    train.add_argument("--itm", choices=("head", "margin"), default=d.itm,
+                       help="retrieval's ITM: BLIP's itm_head cross entropy or the paper's margin loss")
+    train.set_defaults(run=_train)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastadapter", description="Fused adapter fine-tuning for BLIP.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("backends", help="which kernel backends are built and usable here").set_defaults(run=_backends)
+    _add_train(commands)
     demo = commands.add_parser("demo", help="train BLIP-base adapters for a few steps: eager against fused")
     demo.add_argument("--steps", type=int, default=3, help="timed training steps per mode (default 3)")
     demo.add_argument("--batch", type=int, default=2, help="images per step (default 2)")

@@ -1,0 +1,82 @@
+"""`fastadapter train` end to end on the built-in synthetic set with the tiny config, each task: the loss
+decreases, the log, plot and checkpoints exist (adapters in safetensors, no pickle), a resumed run continues at the
+next epoch with the saved optimizer state, a mismatched base is refused; a bad row stops or is skipped."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fastadapter import cli
+from fastadapter.train import checkpoint, trainer
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def _train(tmp_path, **kw):
+    opts = dict(out=str(tmp_path / "run"), epochs=2, workers=0, batch_size=16, save_epochs=(1,))
+    opts.update(kw)
+    return trainer.train(trainer.TrainOptions(**opts))
+
+
+@pytest.mark.parametrize("task", ["captioning", "retrieval"])
+def test_train_two_epochs_logs_plots_and_checkpoints(tmp_path, task):
+    _train(tmp_path, task=task)
+    out = tmp_path / "run"
+    first, *epochs = _records(out)
+    assert first["flush_denormal"] and first["base"]["model"] == "tiny" and first["skipped_rows"] == 0
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert epochs[1]["train_loss"] < epochs[0]["train_loss"]
+    assert epochs[1]["validation_loss"] is not None and epochs[1]["images_per_s"] > 0
+    assert (out / "loss.png").stat().st_size > 0
+    saved = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert saved == ["epoch-0001", "epoch-0002"]  # no temporary folder left behind
+    files = {p.name for p in (out / "checkpoints" / "epoch-0002").rglob("*") if p.is_file()}
+    assert {"adapters.safetensors", "state.safetensors", "state.json"} <= files
+    assert not any(name.endswith((".pt", ".pth", ".bin", ".pkl")) for name in files)
+
+
+def test_resume_continues_at_the_next_epoch_with_the_optimizer_state(tmp_path):
+    _train(tmp_path, epochs=2, save_epochs=(1, 2))
+    out = tmp_path / "run"
+    saved = load_file(str(out / "checkpoints" / "epoch-0002" / "state.safetensors"))
+    run = trainer.Run(trainer.TrainOptions(out=str(out), epochs=3, workers=0, resume=True))
+    assert run.start_epoch == 3
+    state = run.optimizer.state_dict()["state"]
+    for index, values in state.items():
+        for key, value in values.items():
+            assert torch.equal(value, saved[f"optimizer.{index}.{key}"]), (index, key)
+    _train(tmp_path, epochs=3, resume=True)
+    assert [e["epoch"] for e in _records(out) if "epoch" in e] == [1, 2, 3]
+    assert json.loads((out / "checkpoints" / "epoch-0003" / "state.json").read_text())["epoch"] == 3
+
+
+def test_resume_with_another_base_is_refused(tmp_path):
+    _train(tmp_path, epochs=1)
+    with pytest.raises(ValueError, match="was trained on base"):
+        _train(tmp_path, epochs=2, resume=True, seed=1)
+
+
+def test_latest_ignores_unfinished_checkpoints(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / "epoch-0001").mkdir(parents=True)
+    (root / "epoch-0001" / "state.json").write_text("{}")
+    (root / ".epoch-0002.tmp").mkdir()
+    (root / "epoch-0003").mkdir()  # no state.json: never published
+    assert checkpoint.latest(tmp_path).name == "epoch-0001"
+
+
+def test_cli_bad_row_stops_or_is_skipped(tmp_path, capsys):
+    from fastadapter.train import synthetic
+
+    data = synthetic.write_folder(tmp_path / "data", images=30, image_size=16)
+    with open(data / "metadata.jsonl", "a") as f:
+        f.write(json.dumps({"file_name": "gone.png", "text": "a lost image", "split": "train"}) + "\n")
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--workers", "0"]
+    assert cli.main(args) == 2
+    assert "metadata.jsonl line 31: missing image 'gone.png'" in capsys.readouterr().err
+    assert cli.main([*args, "--on-bad-sample", "skip"]) == 0
+    assert _records(tmp_path / "run")[0]["skipped_rows"] == 1
