@@ -98,11 +98,53 @@ def _add_train(commands):
     train.set_defaults(run=_train)
 
 
+def _caption(args) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    from .train import data, inference
+
+    try:
+        model, tokenizer, info = inference.load(args.adapters, args.model)
+        images = []
+        for name in args.images:
+            with Image.open(name) as image:
+                images.append(image.convert("RGB"))
+    except (FileNotFoundError, ValueError, UnidentifiedImageError, OSError) as error:
+        print(f"fastadapter caption: {error}", file=sys.stderr)
+        return 2
+    if info["task"] != "captioning":
+        print(f"fastadapter caption: {args.adapters} holds {info['task']} adapters, not captioning", file=sys.stderr)
+        return 2
+    processor = data.image_processor(model.config.vision_config.image_size,
+                                     info["base"]["model"] if info["base"]["model"] not in ("tiny", "base") else None)
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+    for name, text in zip(args.images, inference.captions(model, tokenizer, pixels, args.prompt, args.beams,
+                                                          args.max_length, args.min_length)):
+        print(f"{name}\t{text}")
+    return 0
+
+
+def _add_caption(commands):
+    from .train import inference
+
+    caption = commands.add_parser("caption", help="caption images with trained adapters (beam search, BLIP's "
+                                  "settings)")
+    caption.add_argument("images", nargs="+", help="image files")
+    caption.add_argument("--adapters", required=True, help="a checkpoint folder (epoch-N) or a run folder")
+    caption.add_argument("--model", help="the base (checked against the checkpoint's; default: the checkpoint's)")
+    caption.add_argument("--prompt", default="a picture of ", help="the prompt the adapters were trained with")
+    caption.add_argument("--beams", type=int, default=inference.BEAMS, help="1: greedy")
+    caption.add_argument("--max-length", type=int, default=inference.MAX_LENGTH)
+    caption.add_argument("--min-length", type=int, default=inference.MIN_LENGTH)
+    caption.set_defaults(run=_caption)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastadapter", description="Fused adapter fine-tuning for BLIP.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("backends", help="which kernel backends are built and usable here").set_defaults(run=_backends)
     _add_train(commands)
+    _add_caption(commands)
     demo = commands.add_parser("demo", help="train BLIP-base adapters for a few steps: eager against fused")
     demo.add_argument("--steps", type=int, default=3, help="timed training steps per mode (default 3)")
     demo.add_argument("--batch", type=int, default=2, help="images per step (default 2)")

@@ -80,3 +80,19 @@ def test_cli_bad_row_stops_or_is_skipped(tmp_path, capsys):
     assert "metadata.jsonl line 31: missing image 'gone.png'" in capsys.readouterr().err
     assert cli.main([*args, "--on-bad-sample", "skip"]) == 0
     assert _records(tmp_path / "run")[0]["skipped_rows"] == 1
+
+
+def test_caption_rebuilds_the_run_from_its_checkpoint(tmp_path, capsys):
+    _train(tmp_path, epochs=1)
+    run = tmp_path / "run"
+    images = sorted(str(p) for p in (run / "synthetic-data").glob("0000[0-2].png"))
+    capsys.readouterr()  # the training's own output
+    assert cli.main(["caption", "--adapters", str(run), "--beams", "1", *images]) == 0
+    lines = capsys.readouterr().out.splitlines()  # "file<TAB>caption" (an untrained caption may be empty)
+    assert [line.split("\t")[0] for line in lines] == images
+    for line in lines:
+        text = line.split("\t")[1]
+        assert "[DEC]" not in text and not text.startswith("a picture of")  # specials and the prompt stripped
+    assert cli.main(["caption", "--adapters", str(run), "--model", "base", *images]) == 2
+    assert "is not the base" in capsys.readouterr().err
+    assert cli.main(["caption", "--adapters", str(tmp_path / "nothing"), *images]) == 2

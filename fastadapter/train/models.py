@@ -41,8 +41,10 @@ def build_tokenizer(captions):
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    built = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]",
+                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    built.add_special_tokens({"additional_special_tokens": ["[DEC]", "[ENC]"]})  # in the vocabulary already
+    return built
 
 
 def is_checkpoint(model: str) -> bool:
