@@ -70,7 +70,7 @@ def _train(args) -> int:
 
 
 def _add_train(commands):
-    from .train.trainer import PAPER_EPOCHS, TrainOptions
+    from .train.trainer import DEFAULT_SAVE_EPOCHS, TrainOptions
 
     d = TrainOptions()
     train = commands.add_parser("train", help="train adapters on an image-caption folder (default: a tiny BLIP on "
@@ -84,8 +84,9 @@ def _add_train(commands):
     train.add_argument("--grad-accum", type=int, default=d.grad_accum, help="batches per optimizer step")
     train.add_argument("--lr", type=float, default=d.lr)
     train.add_argument("--out", default=d.out, help="run folder: log.jsonl, loss.png, checkpoints/")
-    train.add_argument("--save-epochs", default=",".join(map(str, PAPER_EPOCHS)),
-                       help="epochs to checkpoint, besides the last (default: the paper's)")
+    train.add_argument("--save-epochs", default=",".join(map(str, DEFAULT_SAVE_EPOCHS)),
+                       help="epochs to checkpoint, besides the last (default: 0, the untrained adapters, and the "
+                       "paper's)")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     train.add_argument("--seed", type=int, default=d.seed)
     train.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers")
@@ -139,12 +140,49 @@ def _add_caption(commands):
     caption.set_defaults(run=_caption)
 
 
+def _eval(args) -> int:
+    import json
+
+    from .train import data, evaluate
+
+    try:
+        report = evaluate.evaluate(args.adapters, args.data, args.model, args.split, args.batch_size, args.beams)
+    except (FileNotFoundError, ValueError, data.BadSampleError) as error:
+        print(f"fastadapter eval: {error}", file=sys.stderr)
+        return 2
+    for key, value in report.items():
+        if key != "examples":
+            print(f"{key:20s} {value:.4f}" if isinstance(value, float) else f"{key:20s} {value}")
+    for example in report.get("examples", []):
+        print(f"  {example['image']}: {example['caption']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+def _add_eval(commands):
+    from .train import inference
+
+    ev = commands.add_parser("eval", help="evaluate trained adapters: LM loss, BLEU, CIDEr-D, degeneration; "
+                             "retrieval recall@k")
+    ev.add_argument("--adapters", required=True, help="a checkpoint folder (epoch-N) or a run folder")
+    ev.add_argument("--data", help="the image-caption folder (default: the run's synthetic set)")
+    ev.add_argument("--model", help="the base (checked against the checkpoint's)")
+    ev.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--beams", type=int, default=inference.BEAMS)
+    ev.add_argument("--json", help="also write the report here")
+    ev.set_defaults(run=_eval)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastadapter", description="Fused adapter fine-tuning for BLIP.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("backends", help="which kernel backends are built and usable here").set_defaults(run=_backends)
     _add_train(commands)
     _add_caption(commands)
+    _add_eval(commands)
     demo = commands.add_parser("demo", help="train BLIP-base adapters for a few steps: eager against fused")
     demo.add_argument("--steps", type=int, default=3, help="timed training steps per mode (default 3)")
     demo.add_argument("--batch", type=int, default=2, help="images per step (default 2)")

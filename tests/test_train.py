@@ -96,3 +96,22 @@ def test_caption_rebuilds_the_run_from_its_checkpoint(tmp_path, capsys):
     assert cli.main(["caption", "--adapters", str(run), "--model", "base", *images]) == 2
     assert "is not the base" in capsys.readouterr().err
     assert cli.main(["caption", "--adapters", str(tmp_path / "nothing"), *images]) == 2
+
+
+def test_eval_reports_metrics_and_the_untrained_baseline(tmp_path, capsys):
+    _train(tmp_path, epochs=1, save_epochs=(0,))
+    run = tmp_path / "run"
+    assert cli.main(["eval", "--adapters", str(run / "checkpoints" / "epoch-0000"), "--beams", "1"]) == 0
+    assert cli.main(["eval", "--adapters", str(run), "--beams", "1", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    for name in ("lm_loss", "bleu", "cider_d", "distinct_1", "distinct_2", "repetition_rate", "top_caption_share"):
+        assert out.count(name) == 2, name
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["split"] == "test" and report["samples"] > 0 and report["checkpoint"].endswith("epoch-0001")
+
+
+def test_eval_retrieval_reports_recalls(tmp_path, capsys):
+    _train(tmp_path, task="retrieval", epochs=1)
+    assert cli.main(["eval", "--adapters", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{d}_r@{k}" in out for d in ("image_to_text", "text_to_image") for k in (1, 5, 10))

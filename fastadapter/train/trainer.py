@@ -17,6 +17,8 @@ from .. import AdapterConfig, patch
 from . import checkpoint, data, models, objectives, synthetic
 
 PAPER_EPOCHS = (5, 10, 20, 30, 40, 50)
+# Epoch 0 is the untrained adapters: the baseline `fastadapter eval` compares a run against.
+DEFAULT_SAVE_EPOCHS = (0, *PAPER_EPOCHS)
 
 
 @dataclass
@@ -24,12 +26,12 @@ class TrainOptions:
     model: str = "tiny"
     data: str | None = None  # None: the built-in synthetic set, written under out/
     task: str = "captioning"
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 16
     grad_accum: int = 1
-    lr: float = 1e-3
+    lr: float = 1e-2  # for the built-in tiny run; a pretrained checkpoint's adapters usually want 1e-4 to 1e-3
     out: str = "fastadapter-run"
-    save_epochs: tuple[int, ...] = PAPER_EPOCHS  # and always the last epoch
+    save_epochs: tuple[int, ...] = DEFAULT_SAVE_EPOCHS  # and always the last epoch
     resume: bool = False
     seed: int = 0
     workers: int = 2
@@ -173,6 +175,13 @@ def plot(log_path: Path, out: Path):
     plt.close(fig)
 
 
+def _save(run: Run, epoch: int):
+    opts = run.opts
+    info = {"base": run.base, "task": opts.task, "prompt": opts.prompt if opts.task == "captioning" else "",
+            "caption_column": opts.caption_column}
+    return checkpoint.save(run.out, epoch, run.model, run.extra, run.optimizer, run.tokenizer, info)
+
+
 def train(opts: TrainOptions) -> dict:
     """Runs the training; returns the last epoch's log record."""
     if not torch.cuda.is_available():
@@ -185,12 +194,13 @@ def train(opts: TrainOptions) -> dict:
                     "samples": {name: len(run.folder.split(name)) for name in data.SPLITS},
                     "skipped_rows": len(run.folder.skipped), "skipped": run.folder.skipped[:20]})
     record = {}
+    if 0 in opts.save_epochs and run.start_epoch == 1:
+        _save(run, 0)
     for epoch in range(run.start_epoch, opts.epochs + 1):
         record = {"epoch": epoch, **train_epoch(run, epoch), "validation_loss": validation_loss(run)}
         _log(log_path, record)
         plot(log_path, run.out / "loss.png")
         if epoch in opts.save_epochs or epoch == opts.epochs:
-            record["checkpoint"] = str(checkpoint.save(run.out, epoch, run.model, run.extra, run.optimizer,
-                                                       run.tokenizer, {"base": run.base, "task": opts.task}))
+            record["checkpoint"] = str(_save(run, epoch))
         print(json.dumps(record))
     return record
