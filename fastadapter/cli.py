@@ -56,7 +56,8 @@ def _train(args) -> int:
         model=args.model, data=args.data, task=args.task, epochs=args.epochs, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, out=args.out, save_epochs=epochs, resume=args.resume, seed=args.seed,
         workers=args.workers, caption_column=args.caption_column, on_bad_sample=args.on_bad_sample,
-        prompt=args.prompt, bottleneck=args.bottleneck, itm=args.itm)
+        prompt=args.prompt, bottleneck=args.bottleneck, itm=args.itm, full_finetune=args.full_finetune,
+        eager=args.eager)
     try:
         trainer.train(opts)
     except (data.BadSampleError, FileNotFoundError, ValueError) as error:
@@ -96,6 +97,9 @@ def _add_train(commands):
     train.add_argument("--bottleneck", type=int, default=d.bottleneck, help="adapter bottleneck r")
     train.add_argument("--itm", choices=("head", "margin"), default=d.itm,
                        help="retrieval's ITM: BLIP's itm_head cross entropy or the paper's margin loss")
+    train.add_argument("--full-finetune", action="store_true", help="the paper's baseline, no adapters: the decoder "
+                       "(captioning) or the text encoder (retrieval) trains, vision frozen")
+    train.add_argument("--eager", action="store_true", help="every op in plain PyTorch (the fused ops' baseline)")
     train.set_defaults(run=_train)
 
 

@@ -115,3 +115,28 @@ def test_eval_retrieval_reports_recalls(tmp_path, capsys):
     assert cli.main(["eval", "--adapters", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert all(f"{d}_r@{k}" in out for d in ("image_to_text", "text_to_image") for k in (1, 5, 10))
+
+
+@pytest.mark.parametrize("task, tower", [("captioning", "text_decoder"), ("retrieval", "text_encoder")])
+def test_full_finetune_trains_one_text_tower_and_checkpoints_its_weights(tmp_path, task, tower, capsys):
+    run = trainer.Run(trainer.TrainOptions(out=str(tmp_path / "probe"), task=task, workers=0, full_finetune=True))
+    trained = {n.split(".")[0] for n, p in run.model.named_parameters() if p.requires_grad}
+    assert trained == {tower}
+    _train(tmp_path, task=task, epochs=1, full_finetune=True)
+    saved = tmp_path / "run" / "checkpoints" / "epoch-0001"
+    assert (saved / "weights.safetensors").is_file() and not (saved / "adapters").exists()
+    assert all(name.startswith(tower) for name in load_file(str(saved / "weights.safetensors")))
+    capsys.readouterr()
+    assert cli.main(["eval", "--adapters", str(tmp_path / "run"), "--beams", "1"]) == 0
+
+
+@pytest.mark.parametrize("task", ["captioning", "retrieval"])
+def test_eager_ops_train_as_the_fused_ones(tmp_path, task):
+    """--eager (adapters, LM loss, ITC, sampler in plain PyTorch) against the fused ops: the same first epoch
+    within float rounding (the sampler's draws differ by backend, so retrieval uses the margin ITM, which draws
+    nothing)."""
+    itm = "margin" if task == "retrieval" else "head"
+    fused = _train(tmp_path / "fused", task=task, epochs=1, itm=itm)
+    eager = _train(tmp_path / "eager", task=task, epochs=1, itm=itm, eager=True)
+    assert eager["train_loss"] == pytest.approx(fused["train_loss"], rel=1e-4)
+    assert eager["validation_loss"] == pytest.approx(fused["validation_loss"], rel=1e-4)

@@ -16,9 +16,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import load_adapters, save_adapters
+from ..patching import patch_state
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
+WEIGHTS = "weights.safetensors"  # a full fine-tuning run's trained base weights (no adapters)
 
 
 def _optimizer_tensors(optimizer) -> tuple[dict, dict]:
@@ -35,7 +37,11 @@ def save(folder, epoch: int, model, extra: dict[str, torch.Tensor], optimizer, t
     final = root / f"epoch-{epoch:04d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
     try:
-        save_adapters(model, tmp / "adapters")
+        if patch_state(model) is not None:
+            save_adapters(model, tmp / "adapters")
+        else:
+            save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad},
+                      str(tmp / WEIGHTS))
         tensors, groups = _optimizer_tensors(optimizer)
         save_file({**{f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra.items()}, **tensors},
                   str(tmp / STATE_TENSORS))
@@ -60,11 +66,28 @@ def read_info(path) -> dict:
     return json.loads((Path(path) / STATE_JSON).read_text())
 
 
+def load_trained(model, path):
+    """The checkpoint's adapters into the model, or a full fine-tuning run's trained weights (checked: every
+    saved name must exist in the model with its shape)."""
+    path = Path(path)
+    if (path / "adapters").is_dir():
+        load_adapters(model, path / "adapters")
+        return
+    weights = load_file(str(path / WEIGHTS))
+    params = dict(model.named_parameters())
+    bad = [n for n, t in weights.items() if n not in params or params[n].shape != t.shape]
+    if bad:
+        raise ValueError(f"{path / WEIGHTS} does not fit the model: {bad[:3]}")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
+
+
 def restore(path, model, extra: dict[str, torch.nn.Parameter], optimizer) -> dict:
     """Loads a checkpoint's adapters, extra tensors and optimizer state; returns its state.json."""
     path = Path(path)
     info = read_info(path)
-    load_adapters(model, path / "adapters")
+    load_trained(model, path)
     tensors = load_file(str(path / STATE_TENSORS))
     with torch.no_grad():
         for name, parameter in extra.items():

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from .. import load_adapters
 from . import checkpoint, models
 
 # BLIP's captioning settings (its generate): beam search of 3, 20 tokens at most, 5 at least.
@@ -44,7 +43,7 @@ def load(adapters, model: str | None = None):
         raise ValueError(f"the base rebuilt from {wanted!r} does not have the weights {path} was trained on "
                          "(another transformers version initialises random weights differently, or the checkpoint "
                          "folder changed)")
-    load_adapters(built, path / "adapters")
+    checkpoint.load_trained(built, path)
     return built.eval(), tokenizer, info
 
 

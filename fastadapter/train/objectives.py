@@ -82,12 +82,12 @@ def encoder_token_id(tokenizer):
 class RetrievalObjective(nn.Module):
     """ITC + ITM on a BlipForImageTextRetrieval; owns the learnable temperature (its only parameter)."""
 
-    def __init__(self, model, tokenizer, itm: str = "head"):
+    def __init__(self, model, tokenizer, itm: str = "head", backend: str = "auto"):
         super().__init__()
         if itm not in ("head", "margin"):
             raise ValueError(f"itm must be 'head' (BLIP's itm_head cross entropy) or 'margin', got {itm!r}")
-        self.model, self.itm = model, itm
-        self.itc = ITCLoss()
+        self.model, self.itm, self.backend = model, itm, backend  # backend: of the ITC, sampler and margin ops
+        self.itc = ITCLoss(backend=backend)
         self.enc_token_id = encoder_token_id(tokenizer)
 
     def features(self, batch):
@@ -104,7 +104,7 @@ class RetrievalObjective(nn.Module):
         if self.enc_token_id is not None:
             text_ids[:, 0] = self.enc_token_id
         negative_text, negative_image = sample_hard_negatives(image_feat, text_feat, self.itc.temperature.detach(),
-                                                              ids, ids)
+                                                              ids, ids, backend=self.backend)
         texts, masks, images, labels = itm_layout(text_ids, batch["attention_mask"], image_embeds, negative_text,
                                                   negative_image)
         texts, masks = torch.cat([text_ids, texts]), torch.cat([batch["attention_mask"], masks])
@@ -119,7 +119,7 @@ class RetrievalObjective(nn.Module):
         ids = batch["image_ids"]
         itc = self.itc(image_feat, text_feat, image_ids=ids, text_ids=ids)
         if self.itm == "margin":
-            itm = itm_margin_loss(image_feat, text_feat, image_ids=ids, text_ids=ids)
+            itm = itm_margin_loss(image_feat, text_feat, image_ids=ids, text_ids=ids, backend=self.backend)
         else:
             itm = self._matching(batch, image_embeds, image_feat, text_feat)
         return itc + itm, {"itc": itc.detach(), "itm": itm.detach()}

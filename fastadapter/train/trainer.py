@@ -41,6 +41,8 @@ class TrainOptions:
     bottleneck: int = 64
     itm: str = "head"
     max_length: int = 40
+    full_finetune: bool = False  # the paper's baseline: the decoder (captioning) or text encoder (retrieval) trains
+    eager: bool = False  # every op in plain PyTorch (adapters, losses): the baseline of the fused ops
 
 
 def _seed(seed: int):
@@ -65,6 +67,15 @@ def _loader(samples, processor, tokenizer, opts, shuffle, seed):
         drop_last=drop_last)
 
 
+def full_finetune(model, task: str):
+    """The paper's baseline: everything frozen but the text tower the task trains (vision always frozen)."""
+    trained = model.text_decoder if task == "captioning" else model.text_encoder
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trained.parameters():
+        p.requires_grad_(True)
+
+
 class Run:
     """One training run's pieces, built from options (and, with --resume, the newest checkpoint)."""
 
@@ -79,11 +90,16 @@ class Run:
         self.tokenizer = self._tokenizer()
         model, self.base = models.build_model(opts.model, opts.task, self.tokenizer, opts.seed)
         self._check_base()
-        patch(model, AdapterConfig(bottleneck=opts.bottleneck))
+        if opts.full_finetune:
+            full_finetune(model, opts.task)
+        else:
+            patch(model, AdapterConfig(bottleneck=opts.bottleneck, backend="eager" if opts.eager else "auto",
+                                       fused_losses=not opts.eager))
         self.model = model.to(self.device)
+        backend = "eager" if opts.eager else "auto"
         captioning = opts.task == "captioning"
         self.objective = (objectives.CaptioningObjective(model, self.tokenizer, opts.prompt) if captioning
-                          else objectives.RetrievalObjective(model, self.tokenizer, opts.itm)).to(self.device)
+                          else objectives.RetrievalObjective(model, self.tokenizer, opts.itm, backend)).to(self.device)
         self.extra = {} if opts.task == "captioning" else {"temperature": self.objective.itc.temperature}
         params = [p for p in self.objective.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=opts.lr)
