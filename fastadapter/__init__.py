@@ -30,11 +30,13 @@ from .ops import (
     release_cpu_cache,
     sample_hard_negatives,
 )
+from .paper_model import BlipPaperModel
 from .patching import AlreadyPatchedError, UnsupportedModelError, adapters, patch, unpatch
 from .trainable import TrainableSummary, trainable_summary
 
 __all__ = ["adapter", "contrastive_loss", "itc_loss", "itm_margin_loss", "sample_hard_negatives", "lm_loss",
-           "ITCLoss", "release_cpu_cache", "backends", "BackendInfo", "BackendUnavailableError", "AdapterConfig",
+           "ITCLoss", "BlipPaperModel", "release_cpu_cache", "backends", "BackendInfo", "BackendUnavailableError",
+           "AdapterConfig",
            "Adapter", "patch", "unpatch", "adapters", "save_adapters", "load_adapters", "AdapterFileError",
            "AlreadyPatchedError", "UnsupportedModelError", "trainable_summary", "TrainableSummary"]
 __version__ = "0.1.0"

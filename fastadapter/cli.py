@@ -79,7 +79,9 @@ def _add_train(commands):
     train.add_argument("--model", default=d.model, help="tiny | base (random weights, from --seed) | a checkpoint "
                        "folder (default tiny)")
     train.add_argument("--data", help="an image-caption folder (metadata.jsonl/csv); default: the synthetic set")
-    train.add_argument("--task", choices=("captioning", "retrieval"), default=d.task)
+    train.add_argument("--task", choices=("captioning", "retrieval", "paper"), default=d.task,
+                       help="paper: ITC + ITM + LM on one shared vision encoder, adapters in all three towers "
+                       "(--model RETRIEVAL,CAPTIONING for checkpoints)")
     train.add_argument("--epochs", type=int, default=d.epochs)
     train.add_argument("--batch-size", type=int, default=d.batch_size)
     train.add_argument("--grad-accum", type=int, default=d.grad_accum, help="batches per optimizer step")
@@ -117,8 +119,9 @@ def _caption(args) -> int:
     except (FileNotFoundError, ValueError, UnidentifiedImageError, OSError) as error:
         print(f"fastadapter caption: {error}", file=sys.stderr)
         return 2
-    if info["task"] != "captioning":
-        print(f"fastadapter caption: {args.adapters} holds {info['task']} adapters, not captioning", file=sys.stderr)
+    if info["task"] == "retrieval":
+        print(f"fastadapter caption: {args.adapters} holds retrieval adapters: no decoder to caption with",
+              file=sys.stderr)
         return 2
     processor = data.image_processor(model.config.vision_config.image_size,
                                      info["base"]["model"] if info["base"]["model"] not in ("tiny", "base") else None)

@@ -23,6 +23,7 @@ from transformers.models.blip import modeling_blip, modeling_blip_text
 from . import fused_losses
 from .config import AdapterConfig
 from .modules import Adapter
+from .paper_model import BlipPaperModel
 
 SUPPORTED_MODELS = (
     modeling_blip.BlipForConditionalGeneration,
@@ -32,6 +33,7 @@ SUPPORTED_MODELS = (
     modeling_blip.BlipVisionModel,
     modeling_blip_text.BlipTextModel,
     modeling_blip_text.BlipTextLMHeadModel,
+    BlipPaperModel,  # the paper's three towers on one vision encoder
 )
 ADAPTER_ATTR = "adapter"
 

@@ -162,3 +162,28 @@ def test_margin_option_uses_the_contrastive_features():
     torch.testing.assert_close(logs["itm"], fastadapter.itm_margin_loss(image_feat, text_feat).detach())
     with pytest.raises(ValueError, match="itm must be 'head'"):
         objectives.RetrievalObjective(model, tok, itm="hinge")
+
+
+def test_paper_objective_is_retrieval_plus_lm_on_one_vision_forward(monkeypatch):
+    torch.manual_seed(4)
+    model = fastadapter.BlipPaperModel(blip_config()).eval()
+    fastadapter.patch(model)
+    assert {site.split(".")[0] for site in fastadapter.adapters(model)} == {"vision_model", "text_encoder",
+                                                                           "text_decoder"}
+    tok = tokenizer()
+    batch = _caption_batch(tok, ["red circle", "blue circle", "a red circle"])
+    negatives = (torch.tensor([1, 2, 0]), torch.tensor([2, 0, 1]))
+    monkeypatch.setattr(objectives, "sample_hard_negatives", lambda *a, **k: negatives)
+    calls = []
+    model.vision_model.register_forward_hook(lambda *a: calls.append(1))
+    objective = objectives.PaperObjective(model, tok)
+    loss, logs = objective(batch)
+    assert len(calls) == 1  # one vision forward for ITC, ITM and LM
+    retrieval, _ = objectives.RetrievalObjective(model, tok)(batch)
+    ids, labels = objectives.captioning_targets(batch["input_ids"], batch["attention_mask"], TEXT["bos_token_id"])
+    image_embeds = model.vision_model(pixel_values=batch["pixel_values"]).last_hidden_state
+    logits = model.text_decoder(input_ids=ids, attention_mask=batch["attention_mask"],
+                                encoder_hidden_states=image_embeds).logits
+    lm = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), label_smoothing=0.1)
+    torch.testing.assert_close(loss, retrieval + lm, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logs["lm"], lm.detach(), rtol=1e-5, atol=1e-6)

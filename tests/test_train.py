@@ -22,7 +22,7 @@ def _train(tmp_path, **kw):
     return trainer.train(trainer.TrainOptions(**opts))
 
 
-@pytest.mark.parametrize("task", ["captioning", "retrieval"])
+@pytest.mark.parametrize("task", ["captioning", "retrieval", "paper"])
 def test_train_two_epochs_logs_plots_and_checkpoints(tmp_path, task):
     _train(tmp_path, task=task)
     out = tmp_path / "run"
@@ -110,11 +110,13 @@ def test_eval_reports_metrics_and_the_untrained_baseline(tmp_path, capsys):
     assert report["split"] == "test" and report["samples"] > 0 and report["checkpoint"].endswith("epoch-0001")
 
 
-def test_eval_retrieval_reports_recalls(tmp_path, capsys):
-    _train(tmp_path, task="retrieval", epochs=1)
-    assert cli.main(["eval", "--adapters", str(tmp_path / "run")]) == 0
+@pytest.mark.parametrize("task", ["retrieval", "paper"])
+def test_eval_retrieval_reports_recalls(tmp_path, capsys, task):
+    _train(tmp_path, task=task, epochs=1)
+    assert cli.main(["eval", "--adapters", str(tmp_path / "run"), "--beams", "1"]) == 0
     out = capsys.readouterr().out
     assert all(f"{d}_r@{k}" in out for d in ("image_to_text", "text_to_image") for k in (1, 5, 10))
+    assert ("bleu" in out) == (task == "paper")
 
 
 @pytest.mark.parametrize("task, tower", [("captioning", "text_decoder"), ("retrieval", "text_encoder")])

@@ -1,6 +1,6 @@
 """`fastadapter eval`: a run's checkpoint on a split of an image-caption folder. Captioning: the LM loss, BLEU and
 CIDEr-D of the generated captions (one per image, against all of its captions) and the degeneration metrics
-beside them; retrieval: the ITC + ITM loss and recall@1/5/10 both ways."""
+beside them; retrieval: the ITC + ITM loss and recall@1/5/10 both ways; the paper task: its loss and both."""
 
 from __future__ import annotations
 
@@ -48,10 +48,8 @@ def _pixels(processor, paths):
     return processor(images=images, return_tensors="pt")["pixel_values"]
 
 
-def _captioning(model, tokenizer, samples, processor, info, opts):
-    prompt = info.get("prompt", "")
-    report = {"lm_loss": _loss(objectives.CaptioningObjective(model, tokenizer, prompt), samples, processor,
-                               tokenizer, prompt, opts["batch_size"])}
+def _generation(model, tokenizer, samples, processor, prompt, opts):
+    """BLEU, CIDEr-D and the degeneration metrics of one generated caption per image, and a few examples."""
     images = _images(samples)
     hypotheses = []
     for start in range(0, len(images), opts["batch_size"]):
@@ -59,26 +57,34 @@ def _captioning(model, tokenizer, samples, processor, info, opts):
         hypotheses += inference.captions(model, tokenizer, _pixels(processor, [p for p, _ in chunk]), prompt,
                                          opts["beams"])
     references = [refs for _, refs in images]
-    report.update(bleu=metrics.bleu(hypotheses, references), cider_d=metrics.cider_d(hypotheses, references),
-                  **metrics.degeneration(hypotheses))
+    report = {"bleu": metrics.bleu(hypotheses, references), "cider_d": metrics.cider_d(hypotheses, references),
+              **metrics.degeneration(hypotheses)}
     report["examples"] = [{"image": p.name, "caption": h} for (p, _), h in zip(images[:5], hypotheses)]
     return report
 
 
-def _retrieval(model, tokenizer, samples, processor, path, opts):
-    objective = objectives.RetrievalObjective(model, tokenizer)
-    with torch.no_grad():
-        objective.itc.temperature.copy_(load_file(str(path / checkpoint.STATE_TENSORS))["extra.temperature"])
-    report = {"loss": _loss(objective, samples, processor, tokenizer, "", opts["batch_size"])}
+def _recalls(objective, tokenizer, samples, processor):
+    """Recall@1/5/10 both ways: one image row per image against every caption of the split."""
     batch = data.collate([{"pixel_values": _pixels(processor, [s.path])[0], "caption": s.caption,
                            "image_id": s.image_id} for s in samples], tokenizer)
+    retrieval = objective.retrieval if isinstance(objective, objectives.PaperObjective) else objective
     with torch.no_grad():
-        _, image_feat, text_feat = objective.features(batch)
+        _, image_feat, text_feat = retrieval.features(batch)
     ids = batch["image_ids"]
-    first = {int(i): n for n, i in reversed(list(enumerate(ids.tolist())))}  # one row per image
+    first = {int(i): n for n, i in reversed(list(enumerate(ids.tolist())))}
     rows = torch.tensor(sorted(first.values()))
-    report.update(metrics.retrieval_recalls(image_feat[rows], text_feat, ids[rows], ids))
-    return report
+    return metrics.retrieval_recalls(image_feat[rows], text_feat, ids[rows], ids)
+
+
+def _objective(model, tokenizer, info, path):
+    task, prompt = info["task"], info.get("prompt", "")
+    if task == "captioning":
+        return objectives.CaptioningObjective(model, tokenizer, prompt)
+    objective = (objectives.RetrievalObjective(model, tokenizer) if task == "retrieval"
+                 else objectives.PaperObjective(model, tokenizer))
+    with torch.no_grad():
+        objective.itc.temperature.copy_(load_file(str(path / checkpoint.STATE_TENSORS))["extra.temperature"])
+    return objective
 
 
 def evaluate(adapters, data_dir=None, model=None, split="test", batch_size=16, beams=inference.BEAMS) -> dict:
@@ -92,9 +98,13 @@ def evaluate(adapters, data_dir=None, model=None, split="test", batch_size=16, b
     processor = data.image_processor(built.config.vision_config.image_size,
                                      base if models.is_checkpoint(base) else None)
     opts = {"batch_size": batch_size, "beams": beams}
-    report = {"checkpoint": str(path), "task": info["task"], "split": split, "samples": len(samples)}
-    if info["task"] == "captioning":
-        report.update(_captioning(built, tokenizer, samples, processor, info, opts))
-    else:
-        report.update(_retrieval(built, tokenizer, samples, processor, path, opts))
+    task, prompt = info["task"], info.get("prompt", "")
+    objective = _objective(built, tokenizer, info, path)
+    report = {"checkpoint": str(path), "task": task, "split": split, "samples": len(samples),
+              "lm_loss" if task == "captioning" else "loss": _loss(objective, samples, processor, tokenizer, prompt,
+                                                                   batch_size)}
+    if task in ("captioning", "paper"):
+        report.update(_generation(built, tokenizer, samples, processor, prompt, opts))
+    if task in ("retrieval", "paper"):
+        report.update(_recalls(objective, tokenizer, samples, processor))
     return report

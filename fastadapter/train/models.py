@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
-TASKS = ("captioning", "retrieval")
+TASKS = ("captioning", "retrieval", "paper")
 TINY = dict(text=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                       encoder_hidden_size=64, max_position_embeddings=64),
             vision=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -52,9 +52,10 @@ def is_checkpoint(model: str) -> bool:
 
 
 def load_tokenizer(path):
+    """The tokenizer of a folder (for the paper task's "RETRIEVAL,CAPTIONING", the retrieval checkpoint's)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path).split(",")[0])
 
 
 def random_config(model: str, tokenizer):
@@ -80,19 +81,31 @@ def random_config(model: str, tokenizer):
 def model_class(task: str):
     from transformers import BlipForConditionalGeneration, BlipForImageTextRetrieval
 
+    from ..paper_model import BlipPaperModel
+
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    return BlipForConditionalGeneration if task == "captioning" else BlipForImageTextRetrieval
+    return {"captioning": BlipForConditionalGeneration, "retrieval": BlipForImageTextRetrieval,
+            "paper": BlipPaperModel}[task]
+
+
+def checkpoint_paths(model: str, task: str) -> list[Path]:
+    """The checkpoint folders --model names: one, or for the paper task "RETRIEVAL,CAPTIONING"."""
+    paths = [Path(p) for p in model.split(",")] if task == "paper" else [Path(model)]
+    if len(paths) != (2 if task == "paper" else 1) or not all(p.is_dir() for p in paths):
+        what = "a retrieval and a captioning checkpoint folder, comma-separated" if task == "paper" else \
+            "a checkpoint folder"
+        raise FileNotFoundError(f"--model {model!r}: not 'tiny', 'base' or {what}")
+    return paths
 
 
 def build_model(model: str, task: str, tokenizer, seed: int):
     """(model, description of its base for the checkpoint)."""
     cls = model_class(task)
     if is_checkpoint(model):
-        if not Path(model).is_dir():
-            raise FileNotFoundError(f"--model {model!r}: not 'tiny', 'base' or a checkpoint folder")
-        built = cls.from_pretrained(model)
-        return built, {"model": str(Path(model).resolve()), "fingerprint": fingerprint(built)}
+        paths = checkpoint_paths(model, task)
+        built = cls.from_pretrained(*paths)
+        return built, {"model": ",".join(str(p.resolve()) for p in paths), "fingerprint": fingerprint(built)}
     torch.manual_seed(seed)
     built = cls(random_config(model, tokenizer))
     return built, {"model": model, "seed": seed, "fingerprint": fingerprint(built)}

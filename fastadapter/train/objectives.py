@@ -90,10 +90,11 @@ class RetrievalObjective(nn.Module):
         self.itc = ITCLoss(backend=backend)
         self.enc_token_id = encoder_token_id(tokenizer)
 
-    def features(self, batch):
+    def features(self, batch, image_embeds=None):
         """(image embeddings, normalised image and text [CLS] projections)."""
         m = self.model
-        image_embeds = m.vision_model(pixel_values=batch["pixel_values"]).last_hidden_state
+        if image_embeds is None:
+            image_embeds = m.vision_model(pixel_values=batch["pixel_values"]).last_hidden_state
         text = m.text_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         return (image_embeds, F.normalize(m.vision_proj(image_embeds[:, 0]), dim=-1),
                 F.normalize(m.text_proj(text[:, 0]), dim=-1))
@@ -114,8 +115,8 @@ class RetrievalObjective(nn.Module):
                                                                           device=images.device)).last_hidden_state
         return F.cross_entropy(self.model.itm_head(joint[:, 0]).float(), labels)
 
-    def forward(self, batch):
-        image_embeds, image_feat, text_feat = self.features(batch)
+    def forward(self, batch, image_embeds=None):
+        image_embeds, image_feat, text_feat = self.features(batch, image_embeds)
         ids = batch["image_ids"]
         itc = self.itc(image_feat, text_feat, image_ids=ids, text_ids=ids)
         if self.itm == "margin":
@@ -123,3 +124,26 @@ class RetrievalObjective(nn.Module):
         else:
             itm = self._matching(batch, image_embeds, image_feat, text_feat)
         return itc + itm, {"itc": itc.detach(), "itm": itm.detach()}
+
+
+class PaperObjective(nn.Module):
+    """The paper's combined setup on a fastadapter.BlipPaperModel: ITC + ITM + LM from one vision forward, the
+    same captions for all three (BLIP's pre-training form: no prompt; the decoder's first token is BOS)."""
+
+    def __init__(self, model, tokenizer, itm: str = "head", label_smoothing: float = 0.1, backend: str = "auto"):
+        super().__init__()
+        self.model = model
+        self.retrieval = RetrievalObjective(model, tokenizer, itm, backend)
+        self.bos_token_id = model.config.text_config.bos_token_id
+        model.text_decoder.label_smoothing = label_smoothing
+
+    @property
+    def itc(self):
+        return self.retrieval.itc
+
+    def forward(self, batch):
+        image_embeds = self.model.vision_model(pixel_values=batch["pixel_values"]).last_hidden_state
+        matching, logs = self.retrieval(batch, image_embeds)
+        ids, labels = captioning_targets(batch["input_ids"], batch["attention_mask"], self.bos_token_id)
+        lm = self.model.caption_loss(image_embeds, ids, batch["attention_mask"], labels)
+        return matching + lm, {**logs, "lm": lm.detach()}

@@ -57,7 +57,7 @@ def _log(path: Path, record: dict):
 
 def _loader(samples, processor, tokenizer, opts, shuffle, seed):
     def collate(batch):
-        return data.collate(batch, tokenizer, opts.max_length, opts.prompt if opts.task == "captioning" else "")
+        return data.collate(batch, tokenizer, opts.max_length, prompt_of(opts))
 
     # Retrieval drops a short last batch: ITM needs a second image in the batch for its negatives.
     drop_last = opts.task == "retrieval" and len(samples) > opts.batch_size
@@ -67,8 +67,25 @@ def _loader(samples, processor, tokenizer, opts, shuffle, seed):
         drop_last=drop_last)
 
 
+def _objective(model, tokenizer, opts):
+    backend = "eager" if opts.eager else "auto"
+    if opts.task == "captioning":
+        return objectives.CaptioningObjective(model, tokenizer, opts.prompt)
+    if opts.task == "retrieval":
+        return objectives.RetrievalObjective(model, tokenizer, opts.itm, backend)
+    return objectives.PaperObjective(model, tokenizer, opts.itm, backend=backend)
+
+
+def prompt_of(opts) -> str:
+    """The captions' prompt: captioning only (the paper task trains as BLIP pre-trains, without one)."""
+    return opts.prompt if opts.task == "captioning" else ""
+
+
 def full_finetune(model, task: str):
     """The paper's baseline: everything frozen but the text tower the task trains (vision always frozen)."""
+    if task == "paper":
+        raise ValueError("--full-finetune: the paper compares adapters in every tower against full fine-tuning of "
+                         "one task's text tower; pass --task captioning or retrieval")
     trained = model.text_decoder if task == "captioning" else model.text_encoder
     for p in model.parameters():
         p.requires_grad_(False)
@@ -96,10 +113,7 @@ class Run:
             patch(model, AdapterConfig(bottleneck=opts.bottleneck, backend="eager" if opts.eager else "auto",
                                        fused_losses=not opts.eager))
         self.model = model.to(self.device)
-        backend = "eager" if opts.eager else "auto"
-        captioning = opts.task == "captioning"
-        self.objective = (objectives.CaptioningObjective(model, self.tokenizer, opts.prompt) if captioning
-                          else objectives.RetrievalObjective(model, self.tokenizer, opts.itm, backend)).to(self.device)
+        self.objective = _objective(model, self.tokenizer, opts).to(self.device)
         self.extra = {} if opts.task == "captioning" else {"temperature": self.objective.itc.temperature}
         params = [p for p in self.objective.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=opts.lr)
@@ -193,8 +207,7 @@ def plot(log_path: Path, out: Path):
 
 def _save(run: Run, epoch: int):
     opts = run.opts
-    info = {"base": run.base, "task": opts.task, "prompt": opts.prompt if opts.task == "captioning" else "",
-            "caption_column": opts.caption_column}
+    info = {"base": run.base, "task": opts.task, "prompt": prompt_of(opts), "caption_column": opts.caption_column}
     return checkpoint.save(run.out, epoch, run.model, run.extra, run.optimizer, run.tokenizer, info)
 
 
