@@ -142,3 +142,16 @@ def test_eager_ops_train_as_the_fused_ones(tmp_path, task):
     eager = _train(tmp_path / "eager", task=task, epochs=1, itm=itm, eager=True)
     assert eager["train_loss"] == pytest.approx(fused["train_loss"], rel=1e-4)
     assert eager["validation_loss"] == pytest.approx(fused["validation_loss"], rel=1e-4)
+
+
+def test_train_heads_trains_and_checkpoints_the_retrieval_heads(tmp_path):
+    run = trainer.Run(trainer.TrainOptions(out=str(tmp_path / "probe"), task="retrieval", workers=0,
+                                           train_heads=True))
+    heads = {n.split(".")[0] for n, p in run.model.named_parameters() if p.requires_grad and ".adapter." not in n}
+    assert heads == set(trainer.HEADS)
+    _train(tmp_path, task="retrieval", epochs=1, train_heads=True)
+    saved = tmp_path / "run" / "checkpoints" / "epoch-0001"
+    assert (saved / "adapters").is_dir()
+    assert {n.split(".")[0] for n in load_file(str(saved / "weights.safetensors"))} == set(trainer.HEADS)
+    with pytest.raises(ValueError, match="--train-heads"):
+        trainer.Run(trainer.TrainOptions(out=str(tmp_path / "c"), workers=0, train_heads=True))

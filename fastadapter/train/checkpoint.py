@@ -20,7 +20,7 @@ from ..patching import patch_state
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
-WEIGHTS = "weights.safetensors"  # a full fine-tuning run's trained base weights (no adapters)
+WEIGHTS = "weights.safetensors"  # the trained base weights: full fine-tuning's tower, --train-heads' heads
 
 
 def _optimizer_tensors(optimizer) -> tuple[dict, dict]:
@@ -39,9 +39,10 @@ def save(folder, epoch: int, model, extra: dict[str, torch.Tensor], optimizer, t
     try:
         if patch_state(model) is not None:
             save_adapters(model, tmp / "adapters")
-        else:
-            save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad},
-                      str(tmp / WEIGHTS))
+        trained = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
+                   if p.requires_grad and ".adapter." not in n}  # full fine-tuning's tower, or --train-heads' heads
+        if trained:
+            save_file(trained, str(tmp / WEIGHTS))
         tensors, groups = _optimizer_tensors(optimizer)
         save_file({**{f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra.items()}, **tensors},
                   str(tmp / STATE_TENSORS))
@@ -67,11 +68,12 @@ def read_info(path) -> dict:
 
 
 def load_trained(model, path):
-    """The checkpoint's adapters into the model, or a full fine-tuning run's trained weights (checked: every
-    saved name must exist in the model with its shape)."""
+    """The checkpoint's adapters into the model, and the base weights it trained (full fine-tuning's tower,
+    --train-heads' heads; checked: every saved name must exist in the model with its shape)."""
     path = Path(path)
     if (path / "adapters").is_dir():
         load_adapters(model, path / "adapters")
+    if not (path / WEIGHTS).is_file():
         return
     weights = load_file(str(path / WEIGHTS))
     params = dict(model.named_parameters())

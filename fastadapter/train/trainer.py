@@ -43,6 +43,7 @@ class TrainOptions:
     max_length: int = 40
     full_finetune: bool = False  # the paper's baseline: the decoder (captioning) or text encoder (retrieval) trains
     eager: bool = False  # every op in plain PyTorch (adapters, losses): the baseline of the fused ops
+    train_heads: bool = False  # retrieval/paper: itm_head and the projections train too
 
 
 def _seed(seed: int):
@@ -81,6 +82,18 @@ def prompt_of(opts) -> str:
     return opts.prompt if opts.task == "captioning" else ""
 
 
+HEADS = ("itm_head", "vision_proj", "text_proj")
+
+
+def train_heads(model, task: str):
+    if task == "captioning":
+        raise ValueError("--train-heads: the retrieval heads (itm_head, the projections) are in --task retrieval "
+                         "and paper; captioning's LM head stays frozen")
+    for name in HEADS:
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(True)
+
+
 def full_finetune(model, task: str):
     """The paper's baseline: everything frozen but the text tower the task trains (vision always frozen)."""
     if task == "paper":
@@ -112,6 +125,8 @@ class Run:
         else:
             patch(model, AdapterConfig(bottleneck=opts.bottleneck, backend="eager" if opts.eager else "auto",
                                        fused_losses=not opts.eager))
+        if opts.train_heads:
+            train_heads(model, opts.task)
         self.model = model.to(self.device)
         self.objective = _objective(model, self.tokenizer, opts).to(self.device)
         self.extra = {} if opts.task == "captioning" else {"temperature": self.objective.itc.temperature}
