@@ -57,7 +57,7 @@ def _train(args) -> int:
         grad_accum=args.grad_accum, lr=args.lr, out=args.out, save_epochs=epochs, resume=args.resume, seed=args.seed,
         workers=args.workers, caption_column=args.caption_column, on_bad_sample=args.on_bad_sample,
         prompt=args.prompt, bottleneck=args.bottleneck, itm=args.itm, full_finetune=args.full_finetune,
-        eager=args.eager, train_heads=args.train_heads)
+        eager=args.eager, train_heads=args.train_heads, distill=args.distill)
     try:
         trainer.train(opts)
     except (data.BadSampleError, FileNotFoundError, ValueError) as error:
@@ -104,6 +104,9 @@ def _add_train(commands):
     train.add_argument("--eager", action="store_true", help="every op in plain PyTorch (the fused ops' baseline)")
     train.add_argument("--train-heads", action="store_true", help="retrieval/paper: itm_head and the projections "
                        "train too (default: frozen, only adapters and the temperature train)")
+    train.add_argument("--distill", action="store_true", help="retrieval/paper: BLIP's momentum distillation of "
+                       "the ITC targets (alpha 0.4, ramped over the first epoch; the momentum model is an EMA of the "
+                       "adapters on the same frozen base)")
     train.set_defaults(run=_train)
 
 

@@ -1,5 +1,6 @@
 """Adapter-only training checkpoints: out/checkpoints/epoch-NNNN/ holding the adapters (fastadapter.save_adapters,
-safetensors), the other trained tensors (the temperature) and the optimizer's tensors (state.safetensors), the
+safetensors), the other trained tensors (the temperature), the EMA adapters when distilling and the optimizer's
+tensors (state.safetensors), the
 epoch, the optimizer's hyperparameters and the base the run trained on (state.json), and the tokenizer. No pickle.
 A checkpoint is written whole into a temporary folder and published by one rename, so an interrupted run never
 leaves a half-written one; `latest` finds the newest complete one for --resume."""
@@ -30,8 +31,10 @@ def _optimizer_tensors(optimizer) -> tuple[dict, dict]:
     return tensors, {"param_groups": state["param_groups"], "indices": sorted(state["state"])}
 
 
-def save(folder, epoch: int, model, extra: dict[str, torch.Tensor], optimizer, tokenizer, info: dict) -> Path:
-    """Writes out/checkpoints/epoch-NNNN atomically; returns its path."""
+def save(folder, epoch: int, model, extra: dict[str, torch.Tensor], optimizer, tokenizer, info: dict,
+         momentum=None) -> Path:
+    """Writes out/checkpoints/epoch-NNNN atomically; returns its path. momentum: the EMA adapters, when
+    distilling."""
     root = Path(folder) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"epoch-{epoch:04d}"
@@ -44,7 +47,8 @@ def save(folder, epoch: int, model, extra: dict[str, torch.Tensor], optimizer, t
         if trained:
             save_file(trained, str(tmp / WEIGHTS))
         tensors, groups = _optimizer_tensors(optimizer)
-        save_file({**{f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra.items()}, **tensors},
+        ema = {f"ema.{k}": v.cpu().contiguous() for k, v in momentum.tensors().items()} if momentum else {}
+        save_file({**{f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra.items()}, **tensors, **ema},
                   str(tmp / STATE_TENSORS))
         (tmp / STATE_JSON).write_text(json.dumps({"epoch": epoch, "optimizer": groups, **info}, indent=2) + "\n")
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
@@ -85,8 +89,8 @@ def load_trained(model, path):
             params[name].copy_(tensor)
 
 
-def restore(path, model, extra: dict[str, torch.nn.Parameter], optimizer) -> dict:
-    """Loads a checkpoint's adapters, extra tensors and optimizer state; returns its state.json."""
+def restore(path, model, extra: dict[str, torch.nn.Parameter], optimizer, momentum=None) -> dict:
+    """Loads a checkpoint's adapters, extra tensors, optimizer state (and EMA adapters); returns its state.json."""
     path = Path(path)
     info = read_info(path)
     load_trained(model, path)
@@ -98,4 +102,6 @@ def restore(path, model, extra: dict[str, torch.nn.Parameter], optimizer) -> dic
     state = {index: {key.split(".", 2)[2]: value for key, value in tensors.items()
                      if key.startswith(f"optimizer.{index}.")} for index in groups["indices"]}
     optimizer.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
+    if momentum is not None:
+        momentum.load({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
     return info

@@ -88,6 +88,7 @@ class RetrievalObjective(nn.Module):
             raise ValueError(f"itm must be 'head' (BLIP's itm_head cross entropy) or 'margin', got {itm!r}")
         self.model, self.itm, self.backend = model, itm, backend  # backend: of the ITC, sampler and margin ops
         self.itc = ITCLoss(backend=backend)
+        self.momentum, self.alpha = None, 0.0  # momentum distillation (momentum.py), set by the trainer
         self.enc_token_id = encoder_token_id(tokenizer)
 
     def features(self, batch, image_embeds=None):
@@ -115,10 +116,21 @@ class RetrievalObjective(nn.Module):
                                                                           device=images.device)).last_hidden_state
         return F.cross_entropy(self.model.itm_head(joint[:, 0]).float(), labels)
 
-    def forward(self, batch, image_embeds=None):
+    def soft_targets(self, batch) -> dict:
+        """itc_loss's momentum arguments when distilling: the EMA adapters' features. Computed before any live
+        forward: swapping the weights in place would invalidate what that forward saved for backward."""
+        if self.momentum is None or self.alpha <= 0 or not self.training:
+            return {}
+        with self.momentum.swapped():
+            _, momentum_image, momentum_text = self.features(batch)
+        return dict(momentum_image_feat=momentum_image, momentum_text_feat=momentum_text, alpha=self.alpha)
+
+    def forward(self, batch, image_embeds=None, soft=None):
+        """soft: soft_targets(batch), when the caller computed image_embeds (it must call soft_targets first)."""
+        soft = self.soft_targets(batch) if soft is None else soft
         image_embeds, image_feat, text_feat = self.features(batch, image_embeds)
         ids = batch["image_ids"]
-        itc = self.itc(image_feat, text_feat, image_ids=ids, text_ids=ids)
+        itc = self.itc(image_feat, text_feat, image_ids=ids, text_ids=ids, **soft)
         if self.itm == "margin":
             itm = itm_margin_loss(image_feat, text_feat, image_ids=ids, text_ids=ids, backend=self.backend)
         else:
@@ -142,8 +154,9 @@ class PaperObjective(nn.Module):
         return self.retrieval.itc
 
     def forward(self, batch):
+        soft = self.retrieval.soft_targets(batch)
         image_embeds = self.model.vision_model(pixel_values=batch["pixel_values"]).last_hidden_state
-        matching, logs = self.retrieval(batch, image_embeds)
+        matching, logs = self.retrieval(batch, image_embeds, soft)
         ids, labels = captioning_targets(batch["input_ids"], batch["attention_mask"], self.bos_token_id)
         lm = self.model.caption_loss(image_embeds, ids, batch["attention_mask"], labels)
         return matching + lm, {**logs, "lm": lm.detach()}

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import AdapterConfig, patch
-from . import checkpoint, data, models, objectives, synthetic
+from . import checkpoint, data, models, momentum, objectives, synthetic
 
 PAPER_EPOCHS = (5, 10, 20, 30, 40, 50)
 # Epoch 0 is the untrained adapters: the baseline `fastadapter eval` compares a run against.
@@ -44,6 +44,8 @@ class TrainOptions:
     full_finetune: bool = False  # the paper's baseline: the decoder (captioning) or text encoder (retrieval) trains
     eager: bool = False  # every op in plain PyTorch (adapters, losses): the baseline of the fused ops
     train_heads: bool = False  # retrieval/paper: itm_head and the projections train too
+    distill: bool = False  # retrieval/paper: momentum distillation of the ITC targets (momentum.py)
+    alpha: float = momentum.ALPHA
 
 
 def _seed(seed: int):
@@ -130,6 +132,7 @@ class Run:
         self.model = model.to(self.device)
         self.objective = _objective(model, self.tokenizer, opts).to(self.device)
         self.extra = {} if opts.task == "captioning" else {"temperature": self.objective.itc.temperature}
+        self.momentum = self._momentum()
         params = [p for p in self.objective.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=opts.lr)
         size = model.config.vision_config.image_size
@@ -139,8 +142,19 @@ class Run:
         self.validation_loader = _loader(held, processor, self.tokenizer, opts, False, 0) if held else None
         self.start_epoch = 1
         if self.resume_from is not None:
-            info = checkpoint.restore(self.resume_from, self.model, self.extra, self.optimizer)
+            info = checkpoint.restore(self.resume_from, self.model, self.extra, self.optimizer, self.momentum)
             self.start_epoch = info["epoch"] + 1
+
+    def _momentum(self):
+        if not self.opts.distill:
+            return None
+        if self.opts.task == "captioning" or self.opts.full_finetune:
+            raise ValueError("--distill: momentum distillation is for the ITC targets of --task retrieval or paper, "
+                             "with adapters")
+        ema = momentum.MomentumAdapters(self.model)
+        retrieval = getattr(self.objective, "retrieval", self.objective)
+        retrieval.momentum = ema
+        return ema
 
     def _tokenizer(self):
         if self.resume_from is not None:
@@ -174,12 +188,17 @@ def train_epoch(run: Run, epoch: int) -> dict:
     total, count, images, start = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(run.batches(run.train_loader), total=len(run.train_loader), desc=f"epoch {epoch}", leave=False)
     run.optimizer.zero_grad(set_to_none=True)
+    retrieval = getattr(run.objective, "retrieval", run.objective)
     for step, batch in enumerate(bar, 1):
+        if run.momentum is not None:
+            retrieval.alpha = momentum.ramped_alpha(run.opts.alpha, epoch, step, len(run.train_loader))
         loss, _ = run.loss(batch)
         (loss / run.opts.grad_accum).backward()
         if step % run.opts.grad_accum == 0 or step == len(run.train_loader):
             run.optimizer.step()
             run.optimizer.zero_grad(set_to_none=True)
+            if run.momentum is not None:
+                run.momentum.update()
         n = batch["pixel_values"].shape[0]
         total, count, images = total + loss.item() * n, count + n, images + n
         bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}")
@@ -223,7 +242,7 @@ def plot(log_path: Path, out: Path):
 def _save(run: Run, epoch: int):
     opts = run.opts
     info = {"base": run.base, "task": opts.task, "prompt": prompt_of(opts), "caption_column": opts.caption_column}
-    return checkpoint.save(run.out, epoch, run.model, run.extra, run.optimizer, run.tokenizer, info)
+    return checkpoint.save(run.out, epoch, run.model, run.extra, run.optimizer, run.tokenizer, info, run.momentum)
 
 
 def train(opts: TrainOptions) -> dict:
