@@ -4,7 +4,7 @@
 # then the CPU tests with the time left. For a GPU machine with no network that already has torch, triton and
 # transformers (plus pytest, pytest-benchmark, safetensors, tqdm, matplotlib).
 #   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]
-#   STAGE: tests losses bench suites profile share phases cpu-tests
+#   STAGE: tests losses bench suites profile share phases train cpu-tests
 #   (default: all; the build always runs)
 # The whole run stays under a deadline (FASTADAPTER_GPU_DEADLINE_S, default 470 s; the issue asks for < 8 min
 # on one H200): each stage gets at most its own cap and never more than what is left, most important first;
@@ -13,7 +13,7 @@
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]}
 shift
-stages=" ${*:-tests losses bench suites profile share phases cpu-tests} "
+stages=" ${*:-tests losses bench suites profile share phases train cpu-tests} "
 want() { [[ $stages == *" $1 "* ]]; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -130,6 +130,14 @@ want phases && {
 timeout -s INT -k 10 "$(budget 60)" "$py" benchmarks/step_phases.py --preset gpu --modes a,b,b-text,c --steps 5 \
   > "$out/step-phases.md" 2>&1
 rc=$?; stage "step phases" "$( [ $rc -eq 0 ] && echo ok || echo "exit $rc (see step-phases.md)")"
+}
+
+# 7b. the training system's throughput: a --model base epoch, fused ops against every op eager, paired
+want train && {
+timeout -s INT -k 10 "$(budget 60)" "$py" benchmarks/train_throughput.py --pairs 1 --batch-size 8 \
+  --json "$out/runs/train-throughput-gpu.json" > "$out/train-throughput.md" 2>&1
+rc=$?; stage "train throughput" "$( [ $rc -eq 0 ] && grep 'fused/eager' "$out/train-throughput.md" \
+  || echo "exit $rc (see train-throughput.md)")"
 }
 
 # 8. the CPU tests, with what is left (CI runs them on every push; here they check this machine's versions)
