@@ -164,6 +164,23 @@ def assert_compiles_and_fits(kernel, result, capability):
         f"{kernel} needs {result['shared']} bytes of shared memory; sm_{capability} has {SHARED_LIMIT[capability]}")
 
 
+def assert_fits_without_loop_spills(results, capability):
+    """Every kernel of a case compiles, fits shared memory and has no local-memory instruction inside a loop."""
+    for kernel, result in results.items():
+        assert_compiles_and_fits(kernel, result, capability)
+        assert not result["local_memory_in_loops"], (
+            f"{kernel} spills inside its loop on sm_{capability} ({result['registers']} registers, "
+            f"{result['spill_bytes']} bytes of spills per thread): {result['local_memory_in_loops'][:3]}")
+
+
+def print_compiled_cases(script, cases, compile_case):
+    """The compiling child's main: one JSON line per case (read back by compile_in_child)."""
+    assert os.environ.get("TRITON_INTERPRET") != "1", "compile without the interpreter"
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    for case in cases:
+        print(json.dumps({"case": case, "kernels": compile_case(*case)}), flush=True)
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "sm{}-{}-r{}-act{}-{}-{}".format(
     c[0], c[1], c[2], c[3], "layernorm" if c[4] else "rmsnorm", "bias" if c[5] else "nobias"))
 def test_kernels_compile_for_the_gpu(compiled, case):

@@ -4,9 +4,6 @@ must fit the device's shared memory and keep its registers: no local-memory inst
 are checked on a GPU by tests/test_gpu.py."""
 
 import itertools
-import json
-import os
-import sys
 
 import pytest
 
@@ -15,7 +12,12 @@ if tuple(int(part) for part in triton.__version__.split(".")[:2]) < (3, 4):
     pytest.skip(f"the compile API used here is triton >= 3.4's; this is triton {triton.__version__}",
                 allow_module_level=True)
 
-from test_triton_compile import assert_compiles_and_fits, compile_in_child, compile_launches  # noqa: E402
+from test_triton_compile import (  # noqa: E402
+    assert_fits_without_loop_spills,
+    compile_in_child,
+    compile_launches,
+    print_compiled_cases,
+)
 
 CASES = [(90, dtype, d) for dtype, d in itertools.product(("fp32", "bf16", "fp16"), (256, 257))]
 CASES += [(80, "bf16", 256), (80, "fp32", 256)]
@@ -59,16 +61,8 @@ def compiled():
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "sm{}-{}-d{}".format(*c))
 def test_loss_kernels_compile_for_the_gpu(compiled, case):
-    capability = case[0]
-    for kernel, result in compiled[case].items():
-        assert_compiles_and_fits(kernel, result, capability)
-        assert not result["local_memory_in_loops"], (
-            f"{kernel} spills inside its loop on sm_{capability} ({result['registers']} registers, "
-            f"{result['spill_bytes']} bytes of spills per thread): {result['local_memory_in_loops'][:3]}")
+    assert_fits_without_loop_spills(compiled[case], case[0])
 
 
 if __name__ == "__main__":  # the child: one JSON line per case
-    assert os.environ.get("TRITON_INTERPRET") != "1", "compile without the interpreter"
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    for case in CASES:
-        print(json.dumps({"case": case, "kernels": _compile_case(*case)}), flush=True)
+    print_compiled_cases(__file__, CASES, _compile_case)
