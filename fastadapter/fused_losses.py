@@ -90,6 +90,11 @@ def _take_labels(module, args, kwargs):
         _pending(module).append(None)
         return args, kwargs
     _, args, kwargs = _argument(module, args, kwargs, "labels", replace=True, replacement=None)
+    names = _forward_arguments(type(module))
+    if "use_cache" in names:  # Hugging Face skips its KV cache for a call with labels; without them it builds one
+        _, args, kwargs = _argument(module, args, kwargs, "use_cache", replace=True, replacement=False)
+        if names.index("use_cache") >= len(args):
+            kwargs["use_cache"] = False
     reduction, _, _ = _argument(module, args, kwargs, "reduction", default="mean")
     shift_labels = kwargs.pop("shift_labels", None)  # transformers 5.x: targets already aligned with the logits
     _pending(module).append({"labels": labels, "shift_labels": shift_labels, "reduction": reduction,

@@ -120,3 +120,13 @@ def test_captioning_with_labels_builds_no_logits_and_generate_is_unchanged():
     assert model(**x).logits.shape[-1] == model.config.text_config.vocab_size  # without labels: the logits
     with torch.no_grad():
         assert torch.equal(model.generate(pixel_values=x["pixel_values"], max_length=6), before)
+
+
+def test_a_call_with_labels_builds_no_kv_cache():
+    """Hugging Face turns use_cache off for a call with labels; the labels taken for lm_loss must not turn it on."""
+    model, _, _ = build("BlipTextLMHeadModel")
+    fastadapter.patch(model)
+    x = inputs()
+    out = model(input_ids=x["input_ids"], encoder_hidden_states=torch.randn(2, 7, 32), labels=x["input_ids"])
+    assert out.loss is not None
+    assert getattr(out, "past_key_values", None) is None and getattr(out, "cache", None) is None
