@@ -17,6 +17,7 @@ from .ops.registry import BACKENDS, DEPRECATED
 
 TOWERS = ("vision", "text_encoder", "text_decoder")
 INITS = ("zero", "normal")
+BACKBONES = ("eager", "lean")
 ARCHITECTURE_FIELDS = ("bottleneck", "activation", "norm", "eps", "towers")
 
 
@@ -28,7 +29,9 @@ class AdapterConfig:
     PyTorch adapter with autograd (the unfused baseline; "reference" is its deprecated name). recompute: save only
     x and the norm statistics for backward (least memory, one more GEMM). fused_losses: the model's training
     losses (BlipModel's contrastive loss) computed by the fused, tiled ops instead of Hugging Face's; equal within
-    float rounding."""
+    float rounding. backbone: "eager" (Hugging Face's frozen blocks as they are) or "lean": every frozen block
+    that backward crosses runs through ops that save no attention probabilities, q/k/v or MLP activations and
+    recompute them in backward (fastadapter/backbone.py); outputs equal within float rounding."""
 
     bottleneck: int = 256
     activation: str = "gelu"
@@ -39,6 +42,7 @@ class AdapterConfig:
     backend: str = "auto"
     recompute: bool = False
     fused_losses: bool = True
+    backbone: str = "eager"
 
     def __post_init__(self):
         object.__setattr__(self, "towers", tuple(self.towers))
@@ -65,6 +69,8 @@ class AdapterConfig:
         for flag in ("recompute", "fused_losses"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"AdapterConfig: {flag} must be True or False, got {getattr(self, flag)!r}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"AdapterConfig: unknown backbone {self.backbone!r}; expected one of {BACKBONES}")
         if self.backend not in ("auto", *BACKENDS):
             raise ValueError(f"AdapterConfig: unknown backend {self.backend!r}; expected 'auto' or one of "
                              f"{BACKENDS}")

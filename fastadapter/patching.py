@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from torch import nn
 from transformers.models.blip import modeling_blip, modeling_blip_text
 
-from . import fused_losses
+from . import backbone, fused_losses
 from .config import AdapterConfig
 from .modules import Adapter
 from .paper_model import BlipPaperModel
@@ -59,6 +59,7 @@ class PatchState:
     config: AdapterConfig
     sites: list[Site]
     hooks: list = field(default_factory=list)
+    lean: list = field(default_factory=list)  # submodules whose forward backbone="lean" replaced
     requires_grad: dict = field(default_factory=dict)  # base parameter name -> its flag before patching
 
 
@@ -133,6 +134,8 @@ def patch(model, config: AdapterConfig | None = None, **overrides):
     sites = [s for s in find_sites(model) if s.tower in config.towers]
     if not sites:
         raise UnsupportedModelError(f"{type(model).__name__} has no transformer blocks in towers {config.towers}")
+    if config.backbone == "lean":
+        backbone.check(model)
     state = PatchState(config, sites, requires_grad={n: p.requires_grad for n, p in model.named_parameters()})
     for p in model.parameters():
         p.requires_grad_(False)
@@ -142,6 +145,9 @@ def patch(model, config: AdapterConfig | None = None, **overrides):
                                                      dtype=reference.dtype))
         state.hooks.append(site.module.register_forward_hook(_apply_adapter))
     state.hooks.extend(fused_losses.install(model, config))
+    if config.backbone == "lean":
+        hooks, state.lean = backbone.install(model)
+        state.hooks.extend(hooks)
     model._fastadapter = state
     return model
 
@@ -153,6 +159,7 @@ def unpatch(model):
         raise ValueError(f"{type(model).__name__} is not patched by fastadapter")
     for hook in state.hooks:
         hook.remove()
+    backbone.uninstall(state.lean)
     for site in state.sites:
         delattr(site.module, ADAPTER_ATTR)
     for name, p in model.named_parameters():
