@@ -205,10 +205,11 @@ def main(argv=None) -> int:
     bench.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
                        help="cpu: float32, batch 2 at 224 px, 4 steps, 6 pairs in a paired run (default); gpu: bf16, "
                             "batch 32 at 384 px, 10 steps")
-    bench.add_argument("--modes", help="comma-separated subset of a,b,b-text,c,c-text,d,e (default: all)")
+    bench.add_argument("--modes", help="comma-separated subset of a,b,b-text,c,c-text,d,e,c-lean,b-lean "
+                       "(default: all but the lean-backbone modes c-lean, b-lean)")
     bench.add_argument("--pairs", help="comma-separated ratios X/Y (e.g. b/a,b-text/a) each timed in one process, "
-                       "the two modes' steps alternating, so that machine drift cancels (default: c/b and b/a, "
-                       "each when both its modes run; an empty string: none)")
+                       "the two modes' steps alternating, so that machine drift cancels (default: c/b, b/a and "
+                       "c-lean/b, each when both its modes run; an empty string: none)")
     bench.add_argument("--model", help="a local BlipForConditionalGeneration checkpoint (default: BLIP-base "
                                        "shapes from BlipConfig, random weights)")
     bench.add_argument("--out", default=".", help="directory for bench.json and bench.png (default: .)")

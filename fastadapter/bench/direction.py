@@ -26,9 +26,9 @@ import statistics
 
 import torch
 
-ADAPTER_MODES = ("b", "b-text", "c", "c-text", "e")
-VISION_MODES = {"b", "c", "e"}  # adapters in the vision tower as well
-FUSED_PAIRS = (("c", "b"), ("c-text", "b-text"))  # fused against eager adapters, the same towers
+ADAPTER_MODES = ("b", "b-text", "c", "c-text", "e", "c-lean", "b-lean")
+VISION_MODES = {"b", "c", "e", "c-lean", "b-lean"}  # adapters in the vision tower as well
+FUSED_PAIRS = (("c", "b"), ("c-text", "b-text"), ("c-lean", "b"))  # fused (and lean) against eager, same towers
 HOLDS, FAILS, UNRESOLVED, NOT_MEASURED = "holds", "does not hold", "not resolved", "not measured"
 UNPAIRED = " (unpaired)"  # a verdict from separate processes, which the machine's drift between them can also make
 ALPHA = 0.05

@@ -121,12 +121,16 @@ def prepare(model, mode: str, preset: Preset) -> None:
             p.requires_grad_(False)
         for p in model.text_decoder.parameters():
             p.requires_grad_(True)
-    elif mode in ("b", "b-text", "e"):
+    elif mode in ("b", "b-text", "e", "b-lean"):
+        if mode == "b-lean":
+            config = config.replace(backbone="lean")
         fastadapter.patch(model, config, backend="eager",
                           **({"towers": text_only} if mode == "b-text" else {}))
         if mode == "e":
             for adapter in fastadapter.adapters(model).values():
                 adapter.forward = torch.compile(adapter.forward)
+    elif mode == "c-lean":
+        fastadapter.patch(model, config, backbone="lean")
     elif mode in ("c", "c-text"):
         fastadapter.patch(model, config, **({"towers": text_only} if mode == "c-text" else {}))
     elif mode == "d":

@@ -22,7 +22,8 @@ def failures(report: dict) -> list[str]:
 def ratios(results: dict[str, dict]) -> dict[str, dict]:
     out = {}
     for name, (num, den) in {"c/b": ("c", "b"), "b/a": ("b", "a"), "b-text/a": ("b-text", "a"),
-                             "c-text/a": ("c-text", "a"), "c/a": ("c", "a"), "e/b": ("e", "b")}.items():
+                             "c-text/a": ("c-text", "a"), "c/a": ("c", "a"), "e/b": ("e", "b"),
+                             "c-lean/b": ("c-lean", "b"), "c-lean/a": ("c-lean", "a")}.items():
         if num in results and den in results and "step_s" in results[num] and "step_s" in results[den]:
             out[name] = {"time": results[num]["step_s"] / results[den]["step_s"],
                          "saved": results[num]["saved_bytes"] / results[den]["saved_bytes"],

@@ -13,7 +13,7 @@ import torch
 from . import direction, steps
 from . import report as reports
 from .models import OPTIMIZER, preset_for_checkpoint
-from .modes import DEFAULT_PAIRS, MODES, NOT_BUILT, PAPER, PRESETS, Preset, check_pair
+from .modes import DEFAULT_MODES, DEFAULT_PAIRS, MODES, NOT_BUILT, PAPER, PRESETS, Preset, check_pair
 
 
 def resolve_preset(preset_name: str, checkpoint: str | None, overrides: dict) -> Preset:
@@ -31,7 +31,7 @@ def resolve_preset(preset_name: str, checkpoint: str | None, overrides: dict) ->
 def schedule(modes: list[str] | None, pairs: list[tuple[str, str]] | None):
     """(modes, pairs, riding, own_process): a pair rides in its numerator's process when that mode runs (one
     process and one model fewer; one pair per mode); the others get their own process."""
-    modes = modes or list(MODES)
+    modes = modes or list(DEFAULT_MODES)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"fastadapter bench: unknown mode(s) {unknown}; expected some of {list(MODES)}")
