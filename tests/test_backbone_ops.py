@@ -4,53 +4,15 @@ for backward; bad input; opcheck; torch.compile."""
 
 import pytest
 import torch
-from helpers import assert_close
+from backbone_helpers import attention_case, check_attention, check_mlp
 
 from fastadapter.bench.measure import saved_bytes
-from fastadapter.ops.backbone import ACTIVATIONS, frozen_attention, frozen_mlp, reference
+from fastadapter.ops.backbone import ACTIVATIONS, frozen_attention, frozen_mlp
 from fastadapter.ops.backbone import attention as attention_op
 from fastadapter.ops.backbone import mlp as mlp_op
 
 F64 = torch.float64
 TOLERANCE = {torch.float32: 2e-5, torch.float64: 1e-12}
-
-
-def _attention_case(batch, n, m, width, heads, cross, layer_norm, mask, seed, dtype=F64):
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=F64) * scale).to(dtype)
-
-    key_width = width + 5 if cross else width
-    x = rand(batch, n, width)
-    source = rand(batch, m, key_width) if cross else None
-    weights = {"w_q": rand(width, width, scale=width ** -0.5), "b_q": rand(width, scale=0.1),
-               "w_k": rand(width, key_width, scale=width ** -0.5), "b_k": rand(width, scale=0.1),
-               "w_v": rand(width, key_width, scale=width ** -0.5), "b_v": None}
-    norm = {"norm_weight": 1 + rand(width, scale=0.1), "norm_bias": rand(width, scale=0.1),
-            "layer_norm": True} if layer_norm else {}
-    keys = m if cross else n
-    if mask == "padding":  # as BLIP's extended masks: (B, 1, 1, M), the dtype's min where padded
-        additive = torch.zeros(batch, 1, 1, keys, dtype=dtype)
-        additive[0, ..., keys - 2:] = torch.finfo(dtype).min
-    elif mask == "full":
-        additive = rand(batch, 1, n, keys)
-    elif mask == "bool":
-        additive = torch.rand(batch, heads, n, keys, generator=g) > 0.3
-        additive[..., 0] = True
-    else:
-        additive = None
-    return x, source, weights, norm, additive
-
-
-def _reference(x, source, weights, norm, mask, heads, causal):
-    if mask is not None and mask.dtype == torch.bool:
-        mask = torch.zeros(mask.shape, dtype=F64).masked_fill_(~mask, torch.finfo(F64).min)
-    cast = {k: None if v is None else v.double() for k, v in {**weights, **norm}.items() if k != "layer_norm"}
-    return reference.attention(x, source, cast["w_q"], cast["b_q"], cast["w_k"], cast["b_k"], cast["w_v"],
-                               cast["b_v"], cast.get("norm_weight"), cast.get("norm_bias"), "layer_norm" in norm, 1e-5,
-                               None if mask is None else mask.double(), heads, causal,
-                               (weights["w_q"].shape[0] // heads) ** -0.5)
 
 
 ATTENTION_CASES = [  # batch, n, m, width, heads, cross, layer_norm, mask, causal
@@ -66,21 +28,7 @@ ATTENTION_CASES = [  # batch, n, m, width, heads, cross, layer_norm, mask, causa
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 @pytest.mark.parametrize("case", ATTENTION_CASES, ids=lambda c: "-".join(map(str, c)))
 def test_attention_matches_reference_with_every_input_gradient(case, dtype):
-    batch, n, m, width, heads, cross, layer_norm, mask, causal = case
-    x, source, weights, norm, additive = _attention_case(batch, n, m, width, heads, cross, layer_norm, mask, seed=n)
-    leaves = [t.to(dtype).requires_grad_() for t in (x, source) if t is not None]
-    cast = {k: v if not isinstance(v, torch.Tensor) else v.to(dtype) for k, v in {**weights, **norm}.items()}
-    mask = additive if additive is None or additive.dtype == torch.bool else additive.to(dtype)
-    got = frozen_attention(leaves[0], heads=heads, key_input=leaves[1] if cross else None, causal=causal, mask=mask,
-                           **cast)
-    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
-    expected = _reference(ref_leaves[0], ref_leaves[1] if cross else None, weights, norm, mask, heads, causal)
-    grad = torch.randn(expected.shape, dtype=F64)
-    assert got.shape == expected.shape and got.dtype == dtype
-    assert_close(got.detach(), expected.detach(), TOLERANCE[dtype], "context")
-    for name, g, e in zip(("query_input", "key_input"), torch.autograd.grad(got, leaves, grad.to(dtype)),
-                          torch.autograd.grad(expected, ref_leaves, grad)):
-        assert_close(g, e, TOLERANCE[dtype], f"grad {name}")
+    check_attention(case, dtype, TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -88,31 +36,13 @@ def test_attention_matches_reference_with_every_input_gradient(case, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_mlp_matches_reference_with_the_input_gradient(activation, layer_norm, projection, dtype, monkeypatch):
     monkeypatch.setattr(mlp_op, "BLOCK_ROWS", 16)  # many row blocks, the last one short
-    g = torch.Generator().manual_seed(len(activation))
-    width, hidden = 24, 41
-    x64 = torch.randn(3, 37, width, generator=g, dtype=F64)
-    params = {"w_in": torch.randn(hidden, width, generator=g, dtype=F64) / width ** 0.5,
-              "b_in": torch.randn(hidden, generator=g, dtype=F64) * 0.1,
-              "w_out": torch.randn(width, hidden, generator=g, dtype=F64) / hidden ** 0.5 if projection else None,
-              "b_out": torch.randn(width, generator=g, dtype=F64) if projection else None,
-              "norm_weight": 1 + 0.1 * torch.randn(width, generator=g, dtype=F64) if layer_norm else None,
-              "norm_bias": 0.1 * torch.randn(width, generator=g, dtype=F64) if layer_norm else None}
-    x = x64.to(dtype).requires_grad_()
-    got = frozen_mlp(x, activation=activation, layer_norm=layer_norm,
-                     **{k: None if v is None else v.to(dtype) for k, v in params.items()})
-    x_ref = x.detach().double().requires_grad_()
-    expected = reference.mlp(x_ref, params["norm_weight"], params["norm_bias"], layer_norm, 1e-5, params["w_in"],
-                             params["b_in"], params["w_out"], params["b_out"], activation)
-    grad = torch.randn(expected.shape, generator=g, dtype=F64)
-    assert_close(got.detach(), expected.detach(), TOLERANCE[dtype], "y")
-    assert_close(torch.autograd.grad(got, x, grad.to(dtype))[0], torch.autograd.grad(expected, x_ref, grad)[0],
-                 TOLERANCE[dtype], "grad x")
+    check_mlp(activation, layer_norm, projection, dtype, TOLERANCE[dtype])
 
 
 def test_attention_saves_no_probabilities_and_no_projections():
     """Saved: the input, O (as wide as the input) and the row statistics; eager saves q, k, v and (N, N) per head."""
     batch, n, width, heads = 2, 64, 32, 4
-    x, _, weights, norm, _ = _attention_case(batch, n, n, width, heads, False, True, None, seed=3,
+    x, _, weights, norm, _ = attention_case(batch, n, n, width, heads, False, True, None, seed=3,
                                              dtype=torch.float32)
     x.requires_grad_()
     frozen = [t for t in (*weights.values(), norm["norm_weight"], norm["norm_bias"]) if t is not None]
@@ -132,7 +62,7 @@ def test_mlp_saves_only_its_input_and_the_norm_statistics():
 
 
 def _bad_attention(**changes):
-    x, _, weights, _, _ = _attention_case(2, 5, 5, 16, 4, False, False, None, seed=1, dtype=torch.float32)
+    x, _, weights, _, _ = attention_case(2, 5, 5, 16, 4, False, False, None, seed=1, dtype=torch.float32)
     args = {"query_input": x, "heads": 4, **weights, **changes}
     return lambda: frozen_attention(**args)
 
@@ -158,12 +88,12 @@ def test_bad_input_is_a_clear_error(call, error, match):
 
 
 def test_opcheck():
-    x, source, weights, _, mask = _attention_case(2, 5, 9, 16, 2, True, False, "padding", seed=4,
+    x, source, weights, _, mask = attention_case(2, 5, 9, 16, 2, True, False, "padding", seed=4,
                                                   dtype=torch.float32)
     args = (x.requires_grad_(), source.requires_grad_(), *weights.values(), None, None, False, 1e-5, mask, 2,
             False, 0.25)
     torch.library.opcheck(attention_op.attention_forward, args)
-    x, _, weights, norm, _ = _attention_case(2, 5, 5, 16, 2, False, True, None, seed=5, dtype=torch.float32)
+    x, _, weights, norm, _ = attention_case(2, 5, 5, 16, 2, False, True, None, seed=5, dtype=torch.float32)
     args = (x.requires_grad_(), None, *weights.values(), norm["norm_weight"], norm["norm_bias"], True, 1e-5, None,
             2, True, 0.25)
     torch.library.opcheck(attention_op.attention_forward, args)
@@ -173,7 +103,7 @@ def test_opcheck():
 
 
 def test_compile_fullgraph():
-    x, source, weights, _, mask = _attention_case(2, 6, 11, 16, 2, True, False, "padding", seed=6,
+    x, source, weights, _, mask = attention_case(2, 6, 11, 16, 2, True, False, "padding", seed=6,
                                                   dtype=torch.float32)
     w_in, w_out = torch.randn(24, 16), torch.randn(16, 24)
 

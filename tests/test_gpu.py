@@ -3,6 +3,7 @@ CUDA device and are skipped, with that reason, where there is none (CI); benchma
 
 import pytest
 import torch
+from backbone_helpers import check_attention, check_mlp
 from helpers import cast, check_against_reference, check_autocast, check_strided_parameters, make_inputs
 
 import fastadapter
@@ -188,3 +189,40 @@ def test_itm_sampler_on_gpu(backend):
     for n_image, n_text, d, ids in [(2, 2, 8, False), (45, 19, 16, True), (4500, 4200, 32, True)]:
         check_never_positive(backend, n_image, n_text, d, ids, device="cuda")
     assert chi_square_p_value(backend, device="cuda") > 1e-3
+
+
+# The lean backbone's ops (ATen's memory-efficient attention on CUDA) at BLIP-base shapes and odd ones: vision
+# self-attention with its folded norm, the text decoder's causal 4-D mask, cross-attention to 577 (unaligned) keys.
+BACKBONE_CASES = [(2, 577, 577, 768, 12, False, True, None, False), (3, 35, 35, 768, 12, False, False, "full", True),
+                  (3, 35, 577, 768, 12, True, False, "padding", False),
+                  (3, 5, 13, 32, 2, True, False, "padding", False), (1, 37, 37, 48, 3, False, True, "bool", True)]
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("case", BACKBONE_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_frozen_attention_on_cuda(case, dtype, tol):
+    check_attention(case, dtype, tol, device="cuda")
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("layer_norm, projection", [(True, True), (False, False)])
+def test_frozen_mlp_on_cuda(layer_norm, projection, dtype, tol):
+    check_mlp("gelu", layer_norm, projection, dtype, tol, device="cuda", tokens=577, width=768, hidden=3072)
+
+
+def test_lean_backbone_on_cuda():
+    """patch(backbone="lean") on a CUDA model: the eager backbone's loss and adapter gradients."""
+    from blip_fixtures import build
+
+    results = []
+    for lean in ("eager", "lean"):
+        model, _, output = build("BlipForConditionalGeneration", device="cuda")
+        torch.manual_seed(1)
+        fastadapter.patch(model, fastadapter.AdapterConfig(bottleneck=8, init="normal", backbone=lean))
+        model.train()
+        loss = output(model)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        results.append((loss, torch.autograd.grad(loss, trained)))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-4, atol=1e-5)
+    for got, expected in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-5)

@@ -4,7 +4,7 @@
 # then the CPU tests with the time left. For a GPU machine with no network that already has torch, triton and
 # transformers (plus pytest, pytest-benchmark, safetensors, tqdm, matplotlib).
 #   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]
-#   STAGE: tests losses bench suites profile share phases train cpu-tests
+#   STAGE: tests losses bench lean suites profile share phases train cpu-tests
 #   (default: all; the build always runs)
 # The whole run stays under a deadline (FASTADAPTER_GPU_DEADLINE_S, default 470 s; the issue asks for < 8 min
 # on one H200): each stage gets at most its own cap and never more than what is left, most important first;
@@ -13,7 +13,7 @@
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]}
 shift
-stages=" ${*:-tests losses bench suites profile share phases train cpu-tests} "
+stages=" ${*:-tests losses bench lean suites profile share phases train cpu-tests} "
 want() { [[ $stages == *" $1 "* ]]; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -83,6 +83,18 @@ rc=$?; stage "fastadapter bench" "$( { [ $rc -eq 124 ] && echo 'TIMED OUT'; } ||
 # its verdicts as result records (benchmarks/result_file.py), for benchmarks/results/runs/ and results_page.py
 [ -s "$out/bench.json" ] && "$py" benchmarks/result_file.py bench "$out/bench.json" \
   --command "fastadapter bench --preset gpu" --out "$out/runs" > /dev/null 2>> "$out/bench.err"
+}
+
+# 3b. the lean backbone (#19) at the GPU preset: peak (c-lean)/(a) <= 1 (the paper's memory claim for adapters in
+#     every tower), paired step (c-lean)/(b) <= 0.85
+want lean && {
+timeout -s INT -k 10 "$(budget 150)" "$py" -m fastadapter.cli bench --preset gpu --modes a,b,c-lean --pairs c-lean/b \
+  --out "$out/lean" > "$out/lean.md" 2> "$out/lean.err"
+rc=$?; stage "bench (lean backbone)" "$( [ -s "$out/lean/bench.json" ] && grep -E '^\| c-lean/(a|b) ' "$out/lean.md" \
+  | tr '\n' ' ' || echo "exit $rc (see lean.err)")"
+[ -s "$out/lean/bench.json" ] && "$py" benchmarks/result_file.py bench "$out/lean/bench.json" \
+  --command "fastadapter bench --preset gpu --modes a,b,c-lean --pairs c-lean/b" --out "$out/runs" > /dev/null \
+  2>> "$out/lean.err"
 }
 
 # 4. GPU benchmark suites, one run per implementation: pytest-benchmark writes its JSON only when a run ends
