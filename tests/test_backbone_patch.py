@@ -247,3 +247,17 @@ def test_lean_and_eager_train_alike():
             losses[lean].append(loss.item())
     assert losses[False][-1] < losses[False][0] - 0.1  # it trains
     torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-4, atol=1e-5)
+
+
+def test_lean_under_autocast_matches_eager_under_autocast():
+    """bf16 autocast on CPU: the lean ops run on inputs cast to bf16, as the Linear layers around them do."""
+    results = []
+    for lean in (False, True):
+        model, output = _patched("BlipForConditionalGeneration", lean)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = output(model)
+        trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        grads = torch.autograd.grad(loss, list(trained.values()))
+        assert all(g.dtype == torch.float32 for g in grads)
+        results.append((loss.detach(), dict(zip(trained, grads))))
+    _assert_same(results[0], results[1], 3e-2)

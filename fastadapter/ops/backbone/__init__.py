@@ -32,11 +32,24 @@ MLP_TABLE = register(OpBackends(
     auto={"other": ("torch",)}))
 
 
+def _autocast_dtype(x) -> torch.dtype | None:
+    """The autocast dtype in effect for x's device, if any: the ops then run on their inputs cast to it, as
+    F.linear would (LayerNorm included, whose output eager autocast casts for the next GEMM anyway)."""
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+        return None
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+
+
+def _cast(tensors: dict, dtype) -> dict:
+    return {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in tensors.items()}
+
+
 def _check_frozen(op: str, named: dict) -> None:
     if not torch.is_grad_enabled():
         return
     for name, t in named.items():
-        if t is not None and t.requires_grad:
+        if isinstance(t, torch.Tensor) and t.requires_grad:
             raise ValueError(f"fastadapter.{op}: {name} requires grad, but the op's weights are frozen (it computes "
                              "no weight gradients); use the eager module for a trainable block")
 
@@ -100,9 +113,15 @@ def frozen_attention(query_input, w_q, b_q, w_k, b_k, w_v, b_v, heads, key_input
     op = "frozen_attention"
     tensors = {"w_q": w_q, "b_q": b_q, "w_k": w_k, "b_k": b_k, "w_v": w_v, "b_v": b_v, "norm_weight": norm_weight,
                "norm_bias": norm_bias}
-    _check_tensors(op, query_input, {"query_input": query_input, "key_input": key_input, **tensors})
-    _check_attention_shapes(query_input, key_input, w_q, w_k, w_v, heads, mask)
     _check_frozen(op, tensors)
+    inputs = {"query_input": query_input, "key_input": key_input, **tensors}
+    autocast = _autocast_dtype(query_input)
+    if autocast is not None:
+        with torch.autocast(query_input.device.type, enabled=False):
+            return frozen_attention(**_cast(inputs, autocast), heads=heads, mask=mask, causal=causal, scale=scale,
+                                    layer_norm=layer_norm, eps=eps, backend=backend)
+    _check_tensors(op, query_input, inputs)
+    _check_attention_shapes(query_input, key_input, w_q, w_k, w_v, heads, mask)
     mask = _additive_mask(mask, query_input.dtype)
     scale = float((w_q.shape[0] // heads) ** -0.5 if scale is None else scale)
     backend = ATTENTION_TABLE.resolve(backend, query_input.device)
@@ -120,6 +139,12 @@ def frozen_mlp(x, w_in, b_in, w_out=None, b_out=None, activation="gelu", norm_we
     op = "frozen_mlp"
     tensors = {"w_in": w_in, "b_in": b_in, "w_out": w_out, "b_out": b_out, "norm_weight": norm_weight,
                "norm_bias": norm_bias}
+    _check_frozen(op, tensors)
+    autocast = _autocast_dtype(x)
+    if autocast is not None:
+        with torch.autocast(x.device.type, enabled=False):
+            return frozen_mlp(**_cast({"x": x, **tensors}, autocast), activation=activation, layer_norm=layer_norm,
+                              eps=eps, backend=backend)
     _check_tensors(op, x, {"x": x, **tensors})
     if activation not in ACTIVATIONS:
         raise ValueError(f"fastadapter.{op}: unknown activation {activation!r}; expected one of {ACTIVATIONS}")
@@ -127,7 +152,6 @@ def frozen_mlp(x, w_in, b_in, w_out=None, b_out=None, activation="gelu", norm_we
         raise ValueError(f"fastadapter.{op}: weights {tuple(w_in.shape)}"
                          f"{'' if w_out is None else ', ' + str(tuple(w_out.shape))} do not fit an input of width "
                          f"{x.shape[-1]}")
-    _check_frozen(op, tensors)
     backend = MLP_TABLE.resolve(backend, x.device)
     args = (x, norm_weight, norm_bias, bool(layer_norm), float(eps), w_in, b_in, w_out, b_out, activation)
     if backend == "eager":
