@@ -21,7 +21,8 @@ format in `benchmarks/result_file.py`); do not edit by hand. One row per claim a
 Ratios are numerator/denominator, lower is better unless said. Older runs are in git history; investigations and
 raw files behind these figures are in [notes/](notes/). Modes: (a) full fine-tuning of the text decoder, vision
 frozen; (b) eager adapters in every tower, as the paper places them; (b-text) eager adapters in the text decoder
-only; (c), (c-text) the same with fused adapters; (d) (c) with the fused LM loss; (e) torch.compile of (b)."""
+only; (c), (c-text) the same with fused adapters; (d) (c) with the fused LM loss; (e) torch.compile of (b); (c-lean)
+(c) with the lean backbone (patch(..., backbone="lean"))."""
 
 
 def _value(figure: dict) -> str:
