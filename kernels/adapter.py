@@ -1,5 +1,6 @@
-"""The adapter op's triton backend: Triton kernels of its fused middle (norm + activation, forward and backward)
-and the op's whole forward and backward around them (forward, backward: the GEMMs by torch, as the torch backend's).
+"""The adapter op's triton backend: forward and backward, by the one-kernel path (adapter_fused.py) where r fits in
+registers (r <= 512), else by the Triton kernels here of the fused middle (norm + activation, forward and
+backward) with the GEMMs by torch around them, as the torch backend's.
 
 The middle's contract is the native kernels' (csrc/adapter/adapter.h, NormActForward): h is (rows, r) contiguous,
 math in float32 (every load is upcast at once), statistics in float32. A program owns a block of rows
@@ -14,7 +15,9 @@ import triton
 import triton.language as tl
 
 from ..ops.adapter import torch_backend
-from .common import ACTIVATION_IDS, activation_and_slope
+from . import adapter_fused
+from .common import ACTIVATION_IDS
+from .norm_act import norm_act_rows, norm_act_rows_backward
 
 
 @triton.jit
@@ -27,18 +30,11 @@ def _forward_kernel(H, W, B, A, MEAN, RSTD, rows, r, eps, HAS_BIAS: tl.constexpr
     mask = mask_m[:, None] & mask_r[None, :]
     offsets = offs_m[:, None] * r + offs_r[None, :]
     h = tl.load(H + offsets, mask=mask, other=0.0).to(tl.float32)
-    if LAYERNORM:
-        mean = tl.sum(h, axis=1) / r
-        centred = tl.where(mask, h - mean[:, None], 0.0)
-    else:
-        mean = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        centred = h
-    rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / r + eps)
     w = tl.load(W + offs_r, mask=mask_r, other=0.0).to(tl.float32)
-    z = centred * rstd[:, None] * w[None, :]
+    b = tl.zeros((BLOCK_R,), dtype=tl.float32)
     if HAS_BIAS:
-        z += tl.load(B + offs_r, mask=mask_r, other=0.0).to(tl.float32)[None, :]
-    a, _ = activation_and_slope(z, ACT)
+        b = tl.load(B + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+    a, mean, rstd = norm_act_rows(h, mask, w, b, r, eps, ACT, LAYERNORM, BLOCK_M)
     tl.store(A + offsets, a.to(A.dtype.element_ty), mask=mask)
     tl.store(MEAN + offs_m, mean, mask=mask_m)
     tl.store(RSTD + offs_m, rstd, mask=mask_m)
@@ -68,19 +64,9 @@ def _backward_kernel(GA, H, MEAN, RSTD, W, B, A, GH, PARTIAL, rows, r, rows_per_
         grad_a = tl.load(GA + offsets, mask=mask, other=0.0).to(tl.float32)
         mean = tl.load(MEAN + offs_m, mask=mask_m, other=0.0)
         rstd = tl.load(RSTD + offs_m, mask=mask_m, other=0.0)
-        xhat = (h - mean[:, None]) * rstd[:, None]
-        a, slope = activation_and_slope(xhat * w[None, :] + b[None, :], ACT)
-        grad_z = grad_a * slope  # zero outside the mask, since grad_a is
+        a, grad_z, xhat, grad_h = norm_act_rows_backward(grad_a, h, mean, rstd, w, b, mask, r, ACT, LAYERNORM)
         acc_w += tl.sum(grad_z * xhat, axis=0)
         acc_b += tl.sum(grad_z, axis=0)
-        grad_xhat = grad_z * w[None, :]
-        mean_gx = tl.sum(grad_xhat * xhat, axis=1) / r
-        if LAYERNORM:
-            mean_g = tl.sum(grad_xhat, axis=1) / r
-            grad_h = rstd[:, None] * (grad_xhat - mean_g[:, None] - xhat * mean_gx[:, None])
-        else:
-            grad_h = rstd[:, None] * (grad_xhat - xhat * mean_gx[:, None])
-        grad_h = tl.where(mask, grad_h, 0.0)
         acc_h += tl.sum(grad_h, axis=0)
         tl.store(A + offsets, a.to(A.dtype.element_ty), mask=mask)
         tl.store(GH + offsets, grad_h.to(GH.dtype.element_ty), mask=mask)
@@ -191,12 +177,19 @@ def _processor_count(device: torch.device) -> int:
 
 
 def forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps, recompute):
-    """The adapter op's forward under its saved-for-backward contract (fastadapter/ops/adapter/torch_backend.py)."""
+    """The adapter op's forward under its saved-for-backward contract: one kernel (adapter_fused.py) where r fits
+    its registers, else cuBLAS GEMMs around the norm + activation kernel (fastadapter/ops/adapter/torch_backend.py)."""
+    if adapter_fused.fits(x, w_down):
+        return adapter_fused.forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps,
+                                     recompute)
     return torch_backend.forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, norm, eps,
                                  recompute, middle=norm_act_forward)
 
 
 def backward(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up, activation, norm, eps,
              recompute, input_grad):
-    return torch_backend.backward(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up, activation,
-                                  norm, eps, recompute, input_grad, middle=norm_act_backward)
+    args = (grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up, activation, norm, eps, recompute,
+            input_grad)
+    if adapter_fused.fits(x, w_down):
+        return adapter_fused.backward(*args)
+    return torch_backend.backward(*args, middle=norm_act_backward)

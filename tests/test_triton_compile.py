@@ -73,16 +73,19 @@ def _resources(ptx, capability):
 SASS_INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 
 
-def _local_memory(cubin):
-    """The cubin's local-memory instructions (spill stores and loads): (all, those inside a loop), as
-    "address: instruction". A loop is the span from a backward branch's target to the branch."""
+def _sass(cubin):
     from triton import knobs
 
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        sass = subprocess.run([knobs.nvidia.cuobjdump.path, "-sass", f.name], capture_output=True, text=True,
+        return subprocess.run([knobs.nvidia.cuobjdump.path, "-sass", f.name], capture_output=True, text=True,
                               check=True).stdout
+
+
+def _local_memory(sass):
+    """The SASS's local-memory instructions (spill stores and loads): (all, those inside a loop), as
+    "address: instruction". A loop is the span from a backward branch's target to the branch."""
     code = [(int(address, 16), text) for address, text in SASS_INSTRUCTION.findall(sass)]
     loops = [(int(m.group(1), 16), address) for address, text in code
              if (m := re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)) and int(m.group(1), 16) <= address]
@@ -107,9 +110,12 @@ def _compile(kernel, capability, pointers, scalars, constexprs, **options):
     if not compiled.asm.get("cubin"):
         raise AssertionError("no cubin")
     registers, spills = _resources(compiled.asm["ptx"], capability)
-    local, local_in_loops = _local_memory(compiled.asm["cubin"])
+    sass = _sass(compiled.asm["cubin"])
+    local, local_in_loops = _local_memory(sass)
+    # Tensor-core instructions by mnemonic: HGMMA (Hopper's warpgroup MMA, wgmma) and HMMA (mma.sync).
+    tensor_cores = sorted(set(re.findall(r"\b(HGMMA|HMMA)\b", sass)))
     return {"shared": compiled.metadata.shared, "registers": registers, "spill_bytes": spills,
-            "local_memory": local, "local_memory_in_loops": local_in_loops}
+            "local_memory": local, "local_memory_in_loops": local_in_loops, "tensor_cores": tensor_cores}
 
 
 def _compile_case(capability, dtype, r, act, layernorm, has_bias):
