@@ -47,8 +47,10 @@ def make_call(impl, tokens, r, device, phase):
             with torch.no_grad():
                 module(x)
     else:
-        def call():
-            module(x).backward(grad)
+        leaves = [x, *module.parameters()]
+
+        def call():  # autograd.grad: no .grad accumulates from one call to the next
+            torch.autograd.grad(module(x), leaves, grad)
     return call
 
 

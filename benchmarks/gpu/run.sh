@@ -4,7 +4,7 @@
 # then the CPU tests with the time left. For a GPU machine with no network that already has torch, triton and
 # transformers (plus pytest, pytest-benchmark, safetensors, tqdm, matplotlib).
 #   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]
-#   STAGE: tests losses bench lean suites profile share phases train cpu-tests
+#   STAGE: tests sanitizer adapter losses bench lean suites profile share phases train cpu-tests
 #   (default: all; the build always runs)
 # The whole run stays under a deadline (FASTADAPTER_GPU_DEADLINE_S, default 470 s; the issue asks for < 8 min
 # on one H200): each stage gets at most its own cap and never more than what is left, most important first;
@@ -13,7 +13,7 @@
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]}
 shift
-stages=" ${*:-tests losses bench lean suites profile share phases train cpu-tests} "
+stages=" ${*:-tests sanitizer adapter losses bench lean suites profile share phases train cpu-tests} "
 want() { [[ $stages == *" $1 "* ]]; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -58,6 +58,35 @@ want tests && {
 timeout -s INT -k 10 "$(budget 120)" "${pytest[@]}" tests/test_gpu.py -v --durations=10 --junitxml="$out/tests-gpu.xml" \
   > "$out/tests-gpu.log" 2>&1
 rc=$?; stage "GPU tests" "$(verdict $rc "$out/tests-gpu.log")"
+}
+
+# 2a. compute-sanitizer (memcheck) on one tiny fwd+bwd of each fused GPU backend; not fatal: some hosts refuse it
+want sanitizer && {
+if command -v compute-sanitizer > /dev/null; then
+  timeout -s INT -k 10 "$(budget 60)" compute-sanitizer --tool memcheck --error-exitcode 3 "$py" - \
+    > "$out/sanitizer.log" 2>&1 <<'PY'
+import torch, fastadapter
+for backend in ("cuda", "triton"):
+    x = torch.randn(37, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    m = fastadapter.Adapter(64, fastadapter.AdapterConfig(bottleneck=48, init="normal", backend=backend),
+                            device="cuda", dtype=torch.bfloat16)
+    m(x).sum().backward()
+torch.cuda.synchronize()
+print("ok")
+PY
+  rc=$?; stage "compute-sanitizer" "$( [ $rc -eq 0 ] && echo "clean" || echo "exit $rc (see sanitizer.log)")"
+else
+  stage "compute-sanitizer" "not on PATH"
+fi
+}
+
+# 2c. the adapter op (#20): every implementation interleaved per shape; device time by CUDA-graph replay, host
+#     issue time, steady wall, launches, saved bytes; a JSON line per case as it ends
+want adapter && {
+timeout -s INT -k 10 "$(budget 120)" "$py" benchmarks/adapter_gpu.py --jsonl "$out/runs/adapter-gpu.jsonl" \
+  > "$out/adapter-gpu.md" 2>&1
+rc=$?; stage "adapter op timings" "$( [ $rc -eq 0 ] && echo ok || echo "exit $rc") ($(wc -l < "$out/runs/adapter-gpu.jsonl" \
+  2>/dev/null || echo 0) cases; see adapter-gpu.md)"
 }
 
 # 2b. the fused losses' GPU targets: itc_loss at N=65536 under 1 GiB extra, N=16384 against eager (and Inf-CL);
