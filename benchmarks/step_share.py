@@ -12,13 +12,13 @@ row-in-registers kernels (FASTADAPTER_CUDA_PACKED_ROWS=1).
 """
 
 import argparse
-import os
 import statistics
 
 from torch.profiler import ProfilerActivity, profile
 
 from fastadapter import bench
 from fastadapter.bench.measure import timed_train_step
+from fastadapter.ops.adapter.registration import set_cuda_packed_rows
 
 OPS = ("fastadapter::adapter_forward", "fastadapter::adapter_backward")
 
@@ -53,7 +53,7 @@ def main():
     parser.add_argument("--packed", action="store_true", help="FASTADAPTER_CUDA_PACKED_ROWS=1")
     args = parser.parse_args()
     if args.packed:
-        os.environ["FASTADAPTER_CUDA_PACKED_ROWS"] = "1"
+        set_cuda_packed_rows(True)
     r = adapter_share(args.preset, args.steps)
     print(f"preset {args.preset}{' (packed rows)' if args.packed else ''}, mode (c), median of {args.steps} "
           f"profiled steps: step {r['step_s'] * 1e3:.0f} ms; {r['time']} time of adapter_forward "

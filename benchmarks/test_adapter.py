@@ -13,6 +13,7 @@ import torch
 import fastadapter
 from conftest import DEVICES, record_floor, require, time_call
 from fastadapter.bench import measure
+from fastadapter.ops.adapter.registration import set_cuda_packed_rows
 
 WIDTH = 768
 TOKENS = {"cpu": {"images": 2 * 577, "captions": 32 * 40}, "cuda": {"images": 32 * 577, "captions": 32 * 40}}
@@ -40,10 +41,11 @@ def make_module(impl, r, device):
 @pytest.mark.parametrize("r", BOTTLENECKS)
 @pytest.mark.parametrize("tokens", ("images", "captions"))
 @pytest.mark.parametrize("device,impl", CASES)
-def test_adapter(benchmark, monkeypatch, device, impl, tokens, r, phase):
+def test_adapter(benchmark, request, device, impl, tokens, r, phase):
     require(device)
-    if impl == "cuda_packed":
-        monkeypatch.setenv("FASTADAPTER_CUDA_PACKED_ROWS", "1")
+    if impl == "cuda_packed":  # on for this case, off after it (set_cuda_packed_rows: the env alone is read once)
+        set_cuda_packed_rows(True)
+        request.addfinalizer(lambda: set_cuda_packed_rows(False))
     module = make_module(impl, r, device)
     n = TOKENS[device][tokens]
     x = torch.randn(n, WIDTH, device=device, dtype=DTYPES[device], requires_grad=True)

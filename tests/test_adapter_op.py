@@ -285,6 +285,12 @@ def test_cuda_packed_kernels_are_opt_in_and_taken_where_rows_split_into_packs():
             [1, 1, 2, 4, 0, 0]
         assert [_C.cuda_packed_rows_chunks(r, 4, backward=True) for r in (20, 128, 256, 260)] == [1, 1, 2, 0]
         assert _C.cuda_packed_rows_chunks(128, 2, backward=True) == 1  # test_gpu's bf16 case
+    assert _C.cuda_packed_rows_chunks(256, 2, backward=False) == 0  # off again after the block
+    os.environ["FASTADAPTER_CUDA_PACKED_ROWS"] = "1"  # read at the first call only: no getenv per call
+    try:
+        assert _C.cuda_packed_rows_chunks(256, 2, backward=False) == 0
+    finally:
+        del os.environ["FASTADAPTER_CUDA_PACKED_ROWS"]
 
 
 def test_eager_is_the_plain_pytorch_adapter_with_autograd():

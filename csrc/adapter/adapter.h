@@ -125,6 +125,8 @@ NormActBackward norm_act_backward_cuda;
 // Packs per lane the CUDA row-in-registers kernels would use for 16-byte-aligned rows of r elements of this
 // size (0: the general kernels run). For tests: it is the one gate of that choice, env switch included.
 int cuda_packed_rows_chunks(int64_t r, int64_t element_size, bool backward);
+// The row-in-registers kernels on or off from now on (FASTADAPTER_CUDA_PACKED_ROWS gives the first value).
+void set_cuda_packed_rows(bool enabled);
 #endif
 
 }  // namespace fastadapter

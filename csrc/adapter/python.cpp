@@ -49,6 +49,9 @@ void bind_adapter(py::module_& m) {
   m.def("cuda_packed_rows_chunks", &cuda_packed_rows_chunks, py::arg("r"), py::arg("element_size"),
         py::arg("backward"),
         "packs per lane of the CUDA row-in-registers kernels for rows of r elements (0: the general kernels)");
+  m.def("set_cuda_packed_rows", &set_cuda_packed_rows, py::arg("enabled"),
+        "the CUDA row-in-registers kernels on or off from now on (FASTADAPTER_CUDA_PACKED_ROWS, read at the "
+        "first call, gives the first value)");
 #endif
 }
 

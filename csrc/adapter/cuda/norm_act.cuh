@@ -7,6 +7,7 @@
 #include <ATen/cuda/CUDAContext.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
@@ -69,12 +70,11 @@ __device__ __forceinline__ void load_params(const T* w, const T* b, int packs, i
 }
 
 // The row-in-registers kernels are opt-in (FASTADAPTER_CUDA_PACKED_ROWS=1) until a GPU run has checked them
-// against the reference and timed them (benchmarks/gpu/run.sh runs both kinds). Read on every call (a getenv),
-// so that tests and suites can switch in one process.
-inline bool packed_rows_enabled() {
-  const char* value = std::getenv("FASTADAPTER_CUDA_PACKED_ROWS");
-  return value != nullptr && std::string_view(value) == "1";
-}
+// against the reference and timed them (benchmarks/gpu/run.sh runs both kinds). The variable is read once, at
+// the first call; set_cuda_packed_rows switches it afterwards (tests and suites, in one process): no getenv per
+// call, so a call's host path and a captured CUDA graph do not depend on the environment.
+std::atomic<bool>& packed_rows_switch();
+inline bool packed_rows_enabled() { return packed_rows_switch().load(std::memory_order_relaxed); }
 
 // Packs per lane the row-in-registers kernels need for these tensors (1, 2 or 4), or 0 where they do not
 // apply: not enabled, r not a whole number of packs, a row not 16-byte aligned, or more than max_chunks packs

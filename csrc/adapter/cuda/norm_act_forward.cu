@@ -152,6 +152,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward_cuda(const at::T
   return gpu::forward_launch(h, weight, bias, activation, norm, eps);
 }
 
+namespace gpu {
+std::atomic<bool>& packed_rows_switch() {
+  static std::atomic<bool> enabled{[] {
+    const char* value = std::getenv("FASTADAPTER_CUDA_PACKED_ROWS");
+    return value != nullptr && std::string_view(value) == "1";
+  }()};
+  return enabled;
+}
+}  // namespace gpu
+
+void set_cuda_packed_rows(bool enabled) { gpu::packed_rows_switch().store(enabled, std::memory_order_relaxed); }
+
 int cuda_packed_rows_chunks(int64_t r, int64_t element_size, bool backward) {
   return gpu::vector_chunks(r, static_cast<size_t>(element_size), {},
                             backward ? gpu::kMaxBackwardChunks : gpu::kMaxChunks);

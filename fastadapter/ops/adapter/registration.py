@@ -53,17 +53,25 @@ def _adapter_backward_fake(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight
             w_up.new_empty(w_up.shape[0]))
 
 
+def set_cuda_packed_rows(enabled: bool) -> None:
+    """The cuda backend's row-in-registers kernels on or off from now on, in this process (the kernels read
+    FASTADAPTER_CUDA_PACKED_ROWS once, at their first call) and in child processes (the variable)."""
+    if enabled:
+        os.environ[CUDA_PACKED_ROWS_ENV] = "1"
+    else:
+        os.environ.pop(CUDA_PACKED_ROWS_ENV, None)
+    if hasattr(_C, "set_cuda_packed_rows"):  # built with CUDA
+        _C.set_cuda_packed_rows(enabled)
+
+
 @contextlib.contextmanager
 def cuda_packed_rows(enabled: bool):
     """The cuda backend's opt-in row-in-registers kernels (FASTADAPTER_CUDA_PACKED_ROWS=1) on or off inside
-    the block, then as before. The kernels read the switch on every call; it stays opt-in until a GPU run has
-    checked and timed them (benchmarks/gpu/run.sh)."""
-    before = os.environ.pop(CUDA_PACKED_ROWS_ENV, None)
-    if enabled:
-        os.environ[CUDA_PACKED_ROWS_ENV] = "1"
+    the block, then off (or on, where the variable was set before). They stay opt-in until a GPU run has checked
+    and timed them (benchmarks/gpu/run.sh)."""
+    before = os.environ.get(CUDA_PACKED_ROWS_ENV) == "1"
+    set_cuda_packed_rows(enabled)
     try:
         yield
     finally:
-        os.environ.pop(CUDA_PACKED_ROWS_ENV, None)
-        if before is not None:
-            os.environ[CUDA_PACKED_ROWS_ENV] = before
+        set_cuda_packed_rows(before)
