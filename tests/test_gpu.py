@@ -255,3 +255,13 @@ def test_adapter_forward_backward_replays_in_a_cuda_graph(backend, r):
     torch.cuda.synchronize()
     for got, expected in zip(captured, step()):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)  # the same kernels on the same values
+
+
+def test_cuda_backend_gemms_take_cublaslt_with_their_epilogues():
+    """On a GPU every GEMM of the cuda backend's forward and backward runs through cuBLASLt (bias, residual and
+    bias-gradient epilogues); a fallback to ATen's path would show here with its reason."""
+    before = fastadapter._C.adapter_cuda_gemm_paths()
+    check("cuda", make_inputs(577, 768, 256, lead=(2,)), torch.bfloat16)
+    after = fastadapter._C.adapter_cuda_gemm_paths()
+    assert after["cublaslt"] - before["cublaslt"] >= 6
+    assert after["fallback"] == before["fallback"], after["last_fallback"]

@@ -6,6 +6,9 @@
 
 #include "adapter.h"
 #include "python.h"
+#ifdef FASTADAPTER_WITH_CUDA
+#include "cuda/lt_gemm.h"
+#endif
 
 namespace fastadapter {
 namespace {
@@ -49,6 +52,18 @@ void bind_adapter(py::module_& m) {
   m.def("cuda_packed_rows_chunks", &cuda_packed_rows_chunks, py::arg("r"), py::arg("element_size"),
         py::arg("backward"),
         "packs per lane of the CUDA row-in-registers kernels for rows of r elements (0: the general kernels)");
+  m.def(
+      "adapter_cuda_gemm_paths",
+      [] {
+        const lt::PathCounts counts = lt::path_counts();
+        py::dict out;
+        out["cublaslt"] = counts.lt;
+        out["fallback"] = counts.fallback;
+        out["last_fallback"] = counts.last_fallback;
+        return out;
+      },
+      "how many of the cuda backend's GEMMs ran through cuBLASLt with their epilogues, how many took ATen's "
+      "path, and why the last of those did");
   m.def("set_cuda_packed_rows", &set_cuda_packed_rows, py::arg("enabled"),
         "the CUDA row-in-registers kernels on or off from now on (FASTADAPTER_CUDA_PACKED_ROWS, read at the "
         "first call, gives the first value)");
