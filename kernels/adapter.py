@@ -17,7 +17,7 @@ import triton.language as tl
 from ..ops.adapter import torch_backend
 from . import adapter_fused
 from .common import ACTIVATION_IDS
-from .norm_act import norm_act_rows, norm_act_rows_backward
+from .norm_act import norm_act_rows, norm_act_rows_backward, norm_params
 
 
 @triton.jit
@@ -30,10 +30,7 @@ def _forward_kernel(H, W, B, A, MEAN, RSTD, rows, r, eps, HAS_BIAS: tl.constexpr
     mask = mask_m[:, None] & mask_r[None, :]
     offsets = offs_m[:, None] * r + offs_r[None, :]
     h = tl.load(H + offsets, mask=mask, other=0.0).to(tl.float32)
-    w = tl.load(W + offs_r, mask=mask_r, other=0.0).to(tl.float32)
-    b = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+    w, b = norm_params(W, B, offs_r, mask_r, HAS_BIAS, BLOCK_R)
     a, mean, rstd = norm_act_rows(h, mask, w, b, r, eps, ACT, LAYERNORM, BLOCK_M)
     tl.store(A + offsets, a.to(A.dtype.element_ty), mask=mask)
     tl.store(MEAN + offs_m, mean, mask=mask_m)
@@ -47,10 +44,7 @@ def _backward_kernel(GA, H, MEAN, RSTD, W, B, A, GH, PARTIAL, rows, r, rows_per_
     pid = tl.program_id(0)
     offs_r = tl.arange(0, BLOCK_R)
     mask_r = offs_r < r
-    w = tl.load(W + offs_r, mask=mask_r, other=0.0).to(tl.float32)
-    b = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+    w, b = norm_params(W, B, offs_r, mask_r, HAS_BIAS, BLOCK_R)
     acc_w = tl.zeros((BLOCK_R,), dtype=tl.float32)
     acc_b = tl.zeros((BLOCK_R,), dtype=tl.float32)
     acc_h = tl.zeros((BLOCK_R,), dtype=tl.float32)

@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from .common import ACTIVATION_IDS
-from .norm_act import norm_act_rows, norm_act_rows_backward
+from .norm_act import norm_act_rows, norm_act_rows_backward, norm_params
 
 MAX_R = 256  # above it, the h tile does not fit in registers (FORWARD_BLOCKS below)
 
@@ -68,10 +68,7 @@ def _forward_kernel(X, WD, BD, NW, NB, WU, BU, Y, H, MEAN, RSTD, rows, D, r, eps
     h = _down(X, WD, BD, offs_m, offs_r, mask_m, mask_r, D, r, HAS_BD, BLOCK_M, BLOCK_R, BLOCK_D, PRECISION)
     if STORE_H:
         tl.store(H + offs_m[:, None] * r + offs_r[None, :], h.to(H.dtype.element_ty), mask=mask)
-    w = tl.load(NW + offs_r, mask=mask_r, other=0.0).to(tl.float32)
-    b = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    if HAS_NB:
-        b = tl.load(NB + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+    w, b = norm_params(NW, NB, offs_r, mask_r, HAS_NB, BLOCK_R)
     a, mean, rstd = norm_act_rows(h, mask, w, b, r, eps, ACT, LAYERNORM, BLOCK_M)
     a = a.to(X.dtype.element_ty)  # the up-projection's left operand
     tl.store(MEAN + offs_m, mean, mask=mask_m)
@@ -97,10 +94,7 @@ def _backward_kernel(GY, X, H, MEAN, RSTD, WD, BD, NW, NB, WU, GX, GH, A, PARTIA
     pid = tl.program_id(0)
     offs_r = tl.arange(0, BLOCK_R)
     mask_r = offs_r < r
-    w = tl.load(NW + offs_r, mask=mask_r, other=0.0).to(tl.float32)
-    b = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    if HAS_NB:
-        b = tl.load(NB + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+    w, b = norm_params(NW, NB, offs_r, mask_r, HAS_NB, BLOCK_R)
     acc_w = tl.zeros((BLOCK_R,), dtype=tl.float32)
     acc_b = tl.zeros((BLOCK_R,), dtype=tl.float32)
     acc_h = tl.zeros((BLOCK_R,), dtype=tl.float32)

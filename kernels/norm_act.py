@@ -15,6 +15,16 @@ from .common import activation_and_slope
 
 
 @triton.jit
+def norm_params(W, B, offs_r, mask_r, HAS_B: tl.constexpr, BLOCK_R: tl.constexpr):
+    """The norm's weight and bias as (BLOCK_R,) float32 (the bias zeros when there is none)."""
+    w = tl.load(W + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+    b = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    if HAS_B:
+        b = tl.load(B + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+    return w, b
+
+
+@triton.jit
 def norm_act_rows(h, mask, w, b, r, eps, ACT: tl.constexpr, LAYERNORM: tl.constexpr, BLOCK_M: tl.constexpr):
     """(a, mean, rstd) of a (BLOCK_M, BLOCK_R) tile; w and b are (BLOCK_R,) float32 (b zeros without a bias)."""
     if LAYERNORM:
