@@ -4,8 +4,8 @@ backward) with the GEMMs by torch around them, as the torch backend's.
 
 The middle's contract is the native kernels' (csrc/adapter/adapter.h, NormActForward): h is (rows, r) contiguous,
 math in float32 (every load is upcast at once), statistics in float32. A program owns a block of rows
-and all r columns; parameter grads are reduced per program, then across programs by a finishing kernel in a
-fixed order, so they are deterministic.
+and all r columns; parameter grads are reduced per program, then across programs by the parallel, fixed-order
+column sums of kernels/column_sums.py, so they are deterministic.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..ops.adapter import torch_backend
-from . import adapter_fused
+from . import adapter_fused, column_sums
 from .common import ACTIVATION_IDS
 from .norm_act import norm_act_rows, norm_act_rows_backward, norm_params
 
@@ -70,21 +70,6 @@ def _backward_kernel(GA, H, MEAN, RSTD, W, B, A, GH, PARTIAL, rows, r, rows_per_
     tl.store(out + 2 * r, acc_h, mask=mask_r)
 
 
-@triton.jit
-def _finish_sums_kernel(PARTIAL, GRAD_W, GRAD_B, GRAD_H_SUM, programs, r, BLOCK: tl.constexpr):
-    """Column sums of the programs' partial rows (programs, 3, r) into the three grads, in their dtypes: one
-    launch instead of a sum and three casts. Summed in float64, in program order: deterministic."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < 3 * r
-    acc = tl.zeros((BLOCK,), dtype=tl.float64)
-    for k in range(programs):
-        acc += tl.load(PARTIAL + k * 3 * r + offs, mask=mask, other=0.0).to(tl.float64)
-    which, col = offs // r, offs % r
-    tl.store(GRAD_W + col, acc.to(GRAD_W.dtype.element_ty), mask=mask & (which == 0))
-    tl.store(GRAD_B + col, acc.to(GRAD_B.dtype.element_ty), mask=mask & (which == 1))
-    tl.store(GRAD_H_SUM + col, acc.to(GRAD_H_SUM.dtype.element_ty), mask=mask & (which == 2))
-
-
 # Elements of a block's tile per thread: at 32 the backward spilled registers for wide rows; at 8 nothing spills
 # and several times the warps fit on an SM (benchmarks/results/notes/cpu-2026-11-28/triton-registers.md;
 # tests/test_triton_compile.py fails on a spill).
@@ -98,11 +83,6 @@ def row_blocks(r: int) -> tuple[int, int, int]:
     block_r = triton.next_power_of_2(r)
     num_warps = min(16, max(4, block_r // (32 * ELEMENTS_PER_THREAD)))
     return max(1, min(64, num_warps * 32 * ELEMENTS_PER_THREAD // block_r)), block_r, num_warps
-
-
-def finish_block(r: int) -> int:
-    """BLOCK of the finishing kernel: the 3r partial-sum columns, at most 1024 per program."""
-    return min(1024, triton.next_power_of_2(3 * r))
 
 
 def _contiguous_params(weight, bias):
@@ -158,9 +138,7 @@ def norm_act_backward(grad_a, h, mean, rstd, weight, bias, activation: str, norm
         partial, rows, r, rows_per_program, HAS_BIAS=bias is not None, ACT=ACTIVATION_IDS[activation],
         LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=block_r, num_warps=num_warps,
         enable_fp_fusion=False)
-    block = finish_block(r)
-    _finish_sums_kernel[(triton.cdiv(3 * r, block),)](partial, grad_weight, grad_bias, grad_h_sum, programs, r,
-                                                     BLOCK=block)
+    column_sums.finish(partial.view(programs, 3 * r), r, grad_weight, grad_bias, grad_h_sum)
     return a, grad_h, grad_weight, grad_bias, grad_h_sum
 
 

@@ -10,9 +10,10 @@ Backward, per block of rows:
     ga = gy·W_up                    tl.dot over D chunks
     recompute a and act' from h (or h from x when the forward did not store it), norm backward in registers
     gx = gy + gh·W_down             D-chunk by D-chunk, written once
-    per-program column sums of gz·x̂, gz and gh (norm weight, norm bias, b_down grads), summed across programs
+    the block's column sums of gz·x̂, gz, gh and gy (the norm weight's, norm bias's, b_down's and b_up's grads) as
+    its row of partial sums, which one more launch sums over the blocks (kernels/column_sums.py)
 then grad_W_down = ghᵀ·x and grad_W_up = gyᵀ·a are cuBLAS GEMMs on the stored gh and a (Triton's split-K would
-need a reduction of its own; cuBLAS already runs these shapes near peak), grad_b_up = Σ gy.
+need a reduction of its own; cuBLAS already runs these shapes near peak): four launches in all.
 
 Sizes: r up to MAX_R = 256 (the float32 tiles of BLOCK_M × BLOCK_R must stay in registers: the block table
 below); above that forward and backward take the two-kernel path (kernels/adapter.py), which keeps h in global
@@ -29,6 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import column_sums
 from .common import ACTIVATION_IDS
 from .norm_act import norm_act_rows, norm_act_rows_backward, norm_params
 
@@ -87,59 +89,48 @@ def _forward_kernel(X, WD, BD, NW, NB, WU, BU, Y, H, MEAN, RSTD, rows, D, r, eps
 
 
 @triton.jit
-def _backward_kernel(GY, X, H, MEAN, RSTD, WD, BD, NW, NB, WU, GX, GH, A, PARTIAL, rows, D, r, rows_per_program,
+def _backward_kernel(GY, X, H, MEAN, RSTD, WD, BD, NW, NB, WU, GX, GH, A, PARTIAL, rows, D, r,
                      HAS_BD: tl.constexpr, HAS_NB: tl.constexpr, RECOMPUTE: tl.constexpr, INPUT_GRAD: tl.constexpr,
                      ACT: tl.constexpr, LAYERNORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr,
                      BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
-    offs_r = tl.arange(0, BLOCK_R)
-    mask_r = offs_r < r
+    offs_m, offs_r, mask_m, mask_r = _row_block(pid, rows, r, BLOCK_M, BLOCK_R)
+    mask = mask_m[:, None] & mask_r[None, :]
+    sums = PARTIAL + pid * (3 * r + D)  # this block's row of partial sums: gz·x̂, gz, gh, then gy
+    grad_a = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < D
+        gy = tl.load(GY + offs_m[:, None] * D + offs_d[None, :], mask=mask_m[:, None] & mask_d[None, :], other=0.0)
+        wu = tl.load(WU + offs_d[:, None] * r + offs_r[None, :], mask=mask_d[:, None] & mask_r[None, :], other=0.0)
+        grad_a = tl.dot(gy, wu, grad_a, input_precision=PRECISION)
+        tl.store(sums + 3 * r + offs_d, tl.sum(gy.to(tl.float32), axis=0), mask=mask_d)  # b_up's grad
+    if RECOMPUTE:
+        h = _down(X, WD, BD, offs_m, offs_r, mask_m, mask_r, D, r, HAS_BD, BLOCK_M, BLOCK_R, BLOCK_D, PRECISION)
+    else:
+        h = tl.load(H + offs_m[:, None] * r + offs_r[None, :], mask=mask, other=0.0).to(tl.float32)
+    mean = tl.load(MEAN + offs_m, mask=mask_m, other=0.0)
+    rstd = tl.load(RSTD + offs_m, mask=mask_m, other=0.0)
     w, b = norm_params(NW, NB, offs_r, mask_r, HAS_NB, BLOCK_R)
-    acc_w = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    acc_b = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    acc_h = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    for first in range(pid * rows_per_program, (pid + 1) * rows_per_program, BLOCK_M):
-        offs_m = first + tl.arange(0, BLOCK_M)
-        mask_m = offs_m < rows
-        mask = mask_m[:, None] & mask_r[None, :]
-        grad_a = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
+    a, grad_z, xhat, grad_h = norm_act_rows_backward(grad_a, h, mean, rstd, w, b, mask, r, ACT, LAYERNORM)
+    tl.store(sums + offs_r, tl.sum(grad_z * xhat, axis=0), mask=mask_r)
+    tl.store(sums + r + offs_r, tl.sum(grad_z, axis=0), mask=mask_r)
+    tl.store(sums + 2 * r + offs_r, tl.sum(grad_h, axis=0), mask=mask_r)
+    tile_r = offs_m[:, None] * r + offs_r[None, :]
+    tl.store(A + tile_r, a.to(A.dtype.element_ty), mask=mask)
+    grad_h = grad_h.to(GH.dtype.element_ty)
+    tl.store(GH + tile_r, grad_h, mask=mask)
+    if INPUT_GRAD:
         for d0 in range(0, D, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             mask_d = offs_d < D
-            gy = tl.load(GY + offs_m[:, None] * D + offs_d[None, :], mask=mask_m[:, None] & mask_d[None, :],
+            wd = tl.load(WD + offs_r[:, None] * D + offs_d[None, :], mask=mask_r[:, None] & mask_d[None, :],
                          other=0.0)
-            wu = tl.load(WU + offs_d[:, None] * r + offs_r[None, :], mask=mask_d[:, None] & mask_r[None, :],
-                         other=0.0)
-            grad_a = tl.dot(gy, wu, grad_a, input_precision=PRECISION)
-        if RECOMPUTE:
-            h = _down(X, WD, BD, offs_m, offs_r, mask_m, mask_r, D, r, HAS_BD, BLOCK_M, BLOCK_R, BLOCK_D, PRECISION)
-        else:
-            h = tl.load(H + offs_m[:, None] * r + offs_r[None, :], mask=mask, other=0.0).to(tl.float32)
-        mean = tl.load(MEAN + offs_m, mask=mask_m, other=0.0)
-        rstd = tl.load(RSTD + offs_m, mask=mask_m, other=0.0)
-        a, grad_z, xhat, grad_h = norm_act_rows_backward(grad_a, h, mean, rstd, w, b, mask, r, ACT, LAYERNORM)
-        acc_w += tl.sum(grad_z * xhat, axis=0)
-        acc_b += tl.sum(grad_z, axis=0)
-        acc_h += tl.sum(grad_h, axis=0)
-        tile_r = offs_m[:, None] * r + offs_r[None, :]
-        tl.store(A + tile_r, a.to(A.dtype.element_ty), mask=mask)
-        grad_h = grad_h.to(GH.dtype.element_ty)
-        tl.store(GH + tile_r, grad_h, mask=mask)
-        if INPUT_GRAD:
-            for d0 in range(0, D, BLOCK_D):
-                offs_d = d0 + tl.arange(0, BLOCK_D)
-                mask_d = offs_d < D
-                wd = tl.load(WD + offs_r[:, None] * D + offs_d[None, :], mask=mask_r[:, None] & mask_d[None, :],
-                             other=0.0)
-                tile = offs_m[:, None] * D + offs_d[None, :]
-                mask_x = mask_m[:, None] & mask_d[None, :]
-                out = tl.dot(grad_h, wd, input_precision=PRECISION)
-                out += tl.load(GY + tile, mask=mask_x, other=0.0).to(tl.float32)
-                tl.store(GX + tile, out.to(GX.dtype.element_ty), mask=mask_x)
-    out = PARTIAL + pid * 3 * r + offs_r
-    tl.store(out, acc_w, mask=mask_r)
-    tl.store(out + r, acc_b, mask=mask_r)
-    tl.store(out + 2 * r, acc_h, mask=mask_r)
+            tile = offs_m[:, None] * D + offs_d[None, :]
+            mask_x = mask_m[:, None] & mask_d[None, :]
+            out = tl.dot(grad_h, wd, input_precision=PRECISION)
+            out += tl.load(GY + tile, mask=mask_x, other=0.0).to(tl.float32)
+            tl.store(GX + tile, out.to(GX.dtype.element_ty), mask=mask_x)
 
 
 # (BLOCK_M, num_warps, BLOCK_D, num_stages) by BLOCK_R, for 16-bit and float32 inputs: the largest row blocks that
@@ -203,13 +194,6 @@ def forward(x, w_down, b_down, norm_weight, norm_bias, w_up, b_up, activation, n
     return y.view(x.shape), h if recompute else h.view(*lead, r), mean.view(lead), rstd.view(lead)
 
 
-@functools.cache
-def _programs(device: torch.device) -> int:
-    if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 2  # the interpreter: few programs, so each runs many rows
-
-
 def backward(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w_up, activation, norm, eps,
              recompute, input_grad):
     width, r = x.shape[-1], w_down.shape[0]
@@ -222,21 +206,20 @@ def backward(grad_y, x, h, mean, rstd, w_down, b_down, norm_weight, norm_bias, w
         return (grad_x.view(x.shape) if input_grad else grad_x, zeros[0], x.new_zeros(r), zeros[1], zeros[2],
                 zeros[3], x.new_zeros(width))
     block_m, rounded, block_d, num_warps, num_stages = blocks(r, width, x.dtype, backward=True)
-    blocks_count = triton.cdiv(rows, block_m)
-    programs = max(1, min(blocks_count, _programs(x.device)))
-    rows_per_program = triton.cdiv(blocks_count, programs) * block_m
-    programs = triton.cdiv(rows, rows_per_program)
-    partial = torch.empty(programs, 3, r, device=x.device, dtype=torch.float32)
+    programs = triton.cdiv(rows, block_m)
+    partial = torch.empty(programs, 3 * r + width, device=x.device, dtype=torch.float32)  # every program its row
     w_down, b_down, norm_weight, norm_bias, w_up = _dense(w_down, b_down, norm_weight, norm_bias, w_up)
     # No FMA contraction, as in kernels/adapter.py's backward: a row of near-zero variance amplifies it.
     _backward_kernel[(programs,)](
         gy, x2, h.reshape(-1, r) if not recompute else x2, mean.reshape(-1), rstd.reshape(-1), w_down,
         b_down if b_down is not None else w_down, norm_weight, norm_bias if norm_bias is not None else norm_weight,
-        w_up, grad_x if input_grad else gy, grad_h, a, partial, rows, width, r, rows_per_program,
+        w_up, grad_x if input_grad else gy, grad_h, a, partial, rows, width, r,
         HAS_BD=b_down is not None, HAS_NB=norm_bias is not None, RECOMPUTE=recompute, INPUT_GRAD=input_grad,
         ACT=ACTIVATION_IDS[activation], LAYERNORM=norm == "layernorm", BLOCK_M=block_m, BLOCK_R=rounded,
         BLOCK_D=block_d, PRECISION=_precision(x.dtype), num_warps=num_warps, num_stages=num_stages,
         enable_fp_fusion=False)
-    sums = partial.sum(0)  # a tree reduction over the programs' rows, fixed order for a fixed shape
-    return (grad_x.view(x.shape) if input_grad else grad_x, grad_h.t() @ x2, sums[2].to(x.dtype),
-            sums[0].to(norm_weight.dtype), sums[1].to(norm_weight.dtype), gy.t() @ a, gy.sum(0))
+    grad_nw, grad_nb = torch.empty_like(norm_weight), torch.empty_like(norm_weight)
+    grad_bd, grad_bu = x.new_empty(r), x.new_empty(width)
+    column_sums.finish(partial, r, grad_nw, grad_nb, grad_bd, grad_bu)
+    return (grad_x.view(x.shape) if input_grad else grad_x, grad_h.t() @ x2, grad_bd, grad_nw, grad_nb, gy.t() @ a,
+            grad_bu)

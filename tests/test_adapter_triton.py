@@ -65,3 +65,25 @@ def test_every_gradient_in_one_call_matches():
     leaves = cast(inputs64, torch.float32)
     assert_matches_reference(fastadapter.adapter(*leaves, backend="triton"), leaves, inputs64, grad_y,
                              torch.float32)
+
+
+@pytest.mark.parametrize("rows", [1, 150])  # 150: the kernel's row chunks cross (CHUNK = 64)
+def test_column_sums_finish_every_grad(rows):
+    """The backward's parameter sums (kernels/column_sums.py) against float64, into each grad's dtype; the same
+    partial sums give the same bits twice (a fixed order)."""
+    column_sums = pytest.importorskip("fastadapter.kernels.column_sums")
+    r, width = 5, 71  # 86 columns: the last of three programs is partly masked
+    partial = torch.randn(rows, 3 * r + width)
+    expected = partial.double().sum(0)
+
+    def finish():
+        grads = [torch.empty(r, dtype=torch.float16), torch.empty(r), torch.empty(r), torch.empty(width)]
+        column_sums.finish(partial, r, *grads)
+        return grads
+
+    first, second = finish(), finish()
+    for got, again, want in zip(first, second, expected.split([r, r, r, width])):
+        assert_close(got.double(), want, 1e-3 if got.dtype == torch.float16 else 1e-6, "column sum")
+        assert torch.equal(got, again)
+    with pytest.raises(ValueError, match="partial sums of shape"):
+        column_sums.finish(partial[:, 1:], r, *first)

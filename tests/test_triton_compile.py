@@ -131,10 +131,18 @@ def _compile_case(capability, dtype, r, act, layernorm, has_bias):
                                               A=dtype, GH=dtype, PARTIAL="fp32"),
                      dict(rows="i32", r="i32", rows_per_program="i32"), options,
                      dict(num_warps=num_warps, enable_fp_fusion=False)),
-        "finish_sums": (k._finish_sums_kernel, dict(PARTIAL="fp32", GRAD_W=dtype, GRAD_B=dtype, GRAD_H_SUM=dtype),
-                        dict(programs="i32", r="i32"), dict(BLOCK=k.finish_block(r)), {}),
+        "column_sums": column_sums_launch(dtype, has_up=False),
     }
     return compile_launches(capability, launches)
+
+
+def column_sums_launch(dtype, has_up):
+    """The launch of kernels/column_sums.py's kernel, for compile_launches."""
+    from fastadapter.kernels import column_sums as c
+
+    return (c._column_sums_kernel, dict(P="fp32", GRAD_W=dtype, GRAD_B=dtype, GRAD_H_SUM=dtype, GRAD_U=dtype),
+            dict(rows="i32", columns="i32", r="i32"), dict(HAS_U=has_up, BLOCK_C=c.BLOCK_C, CHUNK=c.CHUNK),
+            dict(num_warps=4))
 
 
 def compile_launches(capability, launches):

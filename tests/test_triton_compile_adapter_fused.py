@@ -7,6 +7,7 @@ instruction inside a loop (the forward: none at all, since its programs take one
 import pytest
 from test_triton_compile import (  # skips this module with it where triton is missing or too old
     assert_fits_without_loop_spills,
+    column_sums_launch,
     compile_in_child,
     compile_launches,
     print_compiled_cases,
@@ -37,8 +38,9 @@ def _compile_case(capability, dtype, r, width):
                     forward_options),
         "backward": (k._backward_kernel, dict(GY=dtype, X=dtype, H=dtype, MEAN="fp32", RSTD="fp32", **params,
                                               GX=dtype, GH=dtype, A=dtype, PARTIAL="fp32"),
-                     dict(rows="i32", D="i32", r="i32", rows_per_program="i32"),
+                     dict(rows="i32", D="i32", r="i32"),
                      dict(backward, RECOMPUTE=False, INPUT_GRAD=True), dict(backward_options, enable_fp_fusion=False)),
+        "column_sums": column_sums_launch(dtype, has_up=True),
     }
     return compile_launches(capability, launches)
 
@@ -55,8 +57,9 @@ def test_whole_adapter_kernels_compile_for_the_gpu(compiled, case):
     assert_fits_without_loop_spills(results, capability)
     assert not results["forward"]["local_memory"], f"the forward spills: {results['forward']['local_memory'][:3]}"
     if dtype != "fp32":
-        for kernel, result in results.items():
-            assert result["tensor_cores"], f"{kernel} has no tensor-core instruction in its SASS on sm_{capability}"
+        for kernel in ("forward", "backward"):  # the column sums have no dot
+            assert results[kernel]["tensor_cores"], (
+                f"{kernel} has no tensor-core instruction in its SASS on sm_{capability}")
 
 
 if __name__ == "__main__":  # the child: one JSON line per case

@@ -4,7 +4,8 @@ Where its pieces are:
 - schema: csrc/adapter/schema.cpp; input checks: csrc/adapter/checks.cpp (also run by the fake kernel here);
 - autograd, autocast and the dispatch to a backend: csrc/adapter/autograd.cpp (one Function for every backend);
 - backends, each the op's whole forward and backward under one saved-for-backward contract
-  (csrc/adapter/adapter.h): cpu (csrc/adapter/cpu), cuda (csrc/adapter/cuda), triton (kernels/adapter.py),
+  (csrc/adapter/adapter.h): cpu (csrc/adapter/cpu), cuda (csrc/adapter/cuda), triton (kernels/adapter.py,
+  kernels/adapter_fused.py),
   torch (torch_backend.py); eager is reference.py with autograd; registration.py registers the Python ones
   and the fake kernels;
 - tests: tests/test_adapter_*.py; benchmarks: benchmarks/test_adapter.py, benchmarks/adapter_*.py.
@@ -19,8 +20,9 @@ from . import reference, registration
 
 TABLE = register(OpBackends(
     "adapter",
-    implemented={"cpu": "C++ kernels, MKL GEMMs", "cuda": "CUDA norm + activation kernels, cuBLAS GEMMs",
-                 "triton": "Triton norm + activation kernels, cuBLAS GEMMs",
+    implemented={"cpu": "C++ kernels, MKL GEMMs",
+                 "cuda": "CUDA norm + activation kernels, cuBLASLt GEMMs with bias/residual epilogues",
+                 "triton": "the whole adapter in Triton kernels (r <= 256), else norm + activation around cuBLAS",
                  "torch": "the op's contract in plain PyTorch (torch_backend.py)",
                  "eager": "the plain PyTorch adapter with autograd (reference.py)"},
     # GPU order for memory, not yet for speed (benchmarks/results/).
