@@ -350,6 +350,25 @@ def test_op_profile_script_runs_and_reads_its_figures():
     assert "| 8 | 4 | forward | cuda | 5 | 40.0 | 90.0 | 90.0 | host |" in text
 
 
+def test_adapter_configs_sweep_times_candidates_and_restores_the_tables():
+    """benchmarks/adapter_configs.py (the GPU sweep of the whole-adapter kernels' block tables) at a tiny size under
+    the interpreter: the recorded configuration and one candidate per phase, a JSON line each, tables unchanged."""
+    import copy
+    import io
+    import time
+
+    adapter_fused = pytest.importorskip("fastadapter.kernels.adapter_fused")
+    configs = benchmarks_module("adapter_configs")
+    tables = copy.deepcopy((adapter_fused.FORWARD_BLOCKS, adapter_fused.BACKWARD_BLOCKS))
+    out = io.StringIO()
+    winners = configs.sweep(9, 64, 16, torch.float32, torch.device("cpu"), time.monotonic() + 300, 1, out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["phase"] for line in lines] == ["forward"] * 2 + ["backward"] * 2
+    assert all(line["us"] > 0 for line in lines) and set(winners) == {"forward", "backward"}
+    assert [tuple(line["config"]) for line in lines[::2]] == [tables[0][True][16], tables[1][True][16]]
+    assert (adapter_fused.FORWARD_BLOCKS, adapter_fused.BACKWARD_BLOCKS) == tables
+
+
 def test_every_mode_steps_with_fused_adamw():
     """One optimizer for every mode and pair: fused AdamW over exactly the trainable parameters (PyTorch's
     default AdamW on CPU took 5x longer for (a)'s 138 M parameters and would be weighed against (a))."""

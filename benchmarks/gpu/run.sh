@@ -4,7 +4,7 @@
 # then the CPU tests with the time left. For a GPU machine with no network that already has torch, triton and
 # transformers (plus pytest, pytest-benchmark, safetensors, tqdm, matplotlib).
 #   Usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]
-#   STAGE: tests sanitizer adapter losses bench lean suites profile share phases train cpu-tests
+#   STAGE: tests sanitizer adapter losses bench lean suites profile share phases train configs cpu-tests
 #   (default: all; the build always runs)
 # The whole run stays under a deadline (FASTADAPTER_GPU_DEADLINE_S, default 415 s: the issue asks for <= 7 min on
 # one H200, leaving a rerun inside the lease): each stage gets at most its own cap and never more than what is
@@ -15,7 +15,7 @@
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu/run.sh OUT_DIR [STAGE ...]}
 shift
-stages=" ${*:-tests sanitizer adapter losses bench lean suites profile share phases train cpu-tests} "
+stages=" ${*:-tests sanitizer adapter losses bench lean suites profile share phases train configs cpu-tests} "
 want() { [[ $stages == *" $1 "* ]]; }
 mkdir -p "$out"
 dest=$(cd "$out" && pwd)
@@ -186,6 +186,15 @@ timeout -s INT -k 10 "$(budget 60)" "$py" benchmarks/train_throughput.py --pairs
   --json "$out/runs/train-throughput-gpu.json" > "$out/train-throughput.md" 2>&1
 rc=$?; stage "train throughput" "$( [ $rc -eq 0 ] && grep 'fused/eager' "$out/train-throughput.md" \
   || echo "exit $rc (see train-throughput.md)")"
+}
+
+# 7c. the whole-adapter Triton kernels' block candidates (benchmarks/adapter_configs.py): winners to record in
+#     kernels/adapter_fused.py's tables
+want configs && {
+timeout -s INT -k 10 "$(budget 90)" "$py" benchmarks/adapter_configs.py --jsonl "$out/runs/adapter-configs.jsonl" \
+  --budget-s "$(( $(budget 90) - 15 ))" > "$out/adapter-configs.md" 2> "$out/adapter-configs.err"
+rc=$?; stage "adapter kernel configs" "$( [ $rc -eq 0 ] && echo "ok ($(grep -c '^| [0-9]' "$out/adapter-configs.md") \
+winners; see adapter-configs.md)" || echo "exit $rc (see adapter-configs.err)")"
 }
 
 # 8. the CPU tests, with what is left (CI runs them on every push; here they check this machine's versions)
