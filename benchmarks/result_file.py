@@ -138,6 +138,46 @@ def from_suites(paths: list[Path], command: str) -> dict:
     return record("adapter op suites: best fused vs eager per case", command, figures, verdict)
 
 
+def from_adapter_gpu(paths: list[Path], command: str) -> list[dict]:
+    """benchmarks/adapter_gpu.py's JSON lines as one record per shape: the faster fused backend (what `auto` should
+    pick) against eager and torch.compile, by device time where the run took it (a GPU), else by wall time."""
+    shapes: dict[tuple, dict] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                shape = shapes.setdefault((row["tokens"], row["r"], row["dtype"]), {})
+                shape[(row["phase"], row["implementation"])] = row
+    records = []
+    for (tokens, r, dtype), rows in sorted(shapes.items()):
+        both = "forward_backward"
+        key = "device_us" if all("device_us" in row for row in rows.values()) else "wall_us"
+        fused = [i for i in ("triton", "cuda", "cpu") if (both, i) in rows]
+        if not fused or (both, "eager") not in rows:
+            continue
+        best = min(fused, key=lambda i: rows[(both, i)][key])
+        figures = [figure(f"{phase} {key[:-3]} ({best})", round(rows[(phase, best)][key], 1), "us")
+                   for phase in ("forward", both) if (phase, best) in rows]
+        figures += [figure(f"{phase} {best}/{peer}", round(rows[(phase, best)][key] / rows[(phase, peer)][key], 3))
+                    for phase in ("forward", both) for peer in ("eager", "compile", "compile-max-autotune")
+                    if (phase, peer) in rows and (phase, best) in rows]
+        if "wall_us" in rows[(both, best)] and key != "wall_us":
+            figures.append(figure(f"{both} steady wall ({best})", round(rows[(both, best)]["wall_us"], 1), "us"))
+        if rows[(both, "eager")].get("saved_bytes"):
+            figures.append(figure(f"saved for backward {best}/eager",
+                                  round(rows[(both, best)]["saved_bytes"] / rows[(both, "eager")]["saved_bytes"], 3)))
+        figures += [figure(f"{phase} launches ({impl})", rows[(phase, impl)]["launches"], "kernels")
+                    for phase in ("forward", both) for impl in (best, "eager")
+                    if "launches" in rows.get((phase, impl), {})]
+        ratio = rows[(both, best)][key] / rows[(both, "eager")][key]
+        verdict = (f"{best} {'faster' if ratio < 1 else 'not faster'} than eager forward+backward ({ratio:.2f}x by "
+                   f"{key[:-3]} time)")
+        against = " and max-autotune" if (both, "compile-max-autotune") in rows else ""  # a run of its own
+        records.append(record(f"adapter op T={tokens} r={r} {dtype}: fused vs eager{against}", command, figures,
+                              verdict))
+    return records
+
+
 def _slug(data: dict) -> str:
     claim = "".join(c if c.isalnum() else "-" for c in data["claim"]).strip("-").lower()
     return f"{data['machine']}-{data['date']}-{claim}.json"
@@ -147,14 +187,17 @@ def main() -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="write result records from a bench report or suite runs")
-    parser.add_argument("kind", choices=("bench", "suites"), help="bench: a fastadapter bench bench.json; suites: "
-                        "pytest-benchmark JSON files of benchmarks/test_adapter.py")
+    parser.add_argument("kind", choices=("bench", "suites", "adapter"), help="bench: a fastadapter bench bench.json; "
+                        "suites: pytest-benchmark JSON files of benchmarks/test_adapter.py; adapter: "
+                        "benchmarks/adapter_gpu.py JSON lines")
     parser.add_argument("files", nargs="+")
     parser.add_argument("--command", required=True, help="the command that made the files, as run")
     parser.add_argument("--out", default=str(RUNS), help="the folder for the records (default: results/runs/)")
     args = parser.parse_args()
     if args.kind == "bench":
         records = from_bench(json.loads(Path(args.files[0]).read_text()), args.command)
+    elif args.kind == "adapter":
+        records = from_adapter_gpu([Path(f) for f in args.files], args.command)
     else:
         records = [from_suites([Path(f) for f in args.files], args.command)]
     for data in records:

@@ -51,3 +51,24 @@ def test_suite_runs_become_one_record_that_says_where_fused_loses():
     assert result_file.check(data) and len(data["figures"]) == 18
     losses = sum(f["value"] >= 1 for f in data["figures"])
     assert losses and data["verdict"].endswith(f"fused does not win in {losses}")
+
+
+def test_adapter_gpu_lines_become_a_record_per_shape_by_the_faster_fused_backend(tmp_path):
+    """benchmarks/adapter_gpu.py's JSON lines: the faster of triton and cuda by device time, against each peer."""
+    def row(impl, phase, device, saved=None, launches=3):
+        return {"tokens": 1280, "r": 256, "dtype": "bfloat16", "phase": phase, "implementation": impl,
+                "device_us": device, "wall_us": device + 5, "host_us": 20.0, "launches": launches,
+                **({"saved_bytes": saved} if saved else {})}
+
+    rows = [row("eager", "forward", 20.0, launches=6), row("eager", "forward_backward", 60.0, 300, launches=15),
+            row("triton", "forward", 8.0, launches=1), row("triton", "forward_backward", 25.0, 200, launches=5),
+            row("cuda", "forward", 9.0), row("cuda", "forward_backward", 24.0, 200, launches=8),
+            row("compile", "forward_backward", 40.0, 250)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    [data] = result_file.from_adapter_gpu([tmp_path / "a.jsonl"], "benchmarks/adapter_gpu.py")
+    figures = {f["name"]: f["value"] for f in data["figures"]}
+    assert data["claim"] == "adapter op T=1280 r=256 bfloat16: fused vs eager" and result_file.check(data)
+    assert figures["forward_backward device (cuda)"] == 24.0 and figures["forward_backward cuda/eager"] == 0.4
+    assert figures["forward_backward cuda/compile"] == 0.6 and figures["forward cuda/eager"] == 0.45
+    assert figures["saved for backward cuda/eager"] == 0.667 and figures["forward_backward launches (eager)"] == 15
+    assert figures["forward_backward steady wall (cuda)"] == 29.0 and data["verdict"].startswith("cuda faster")

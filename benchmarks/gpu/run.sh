@@ -95,6 +95,8 @@ timeout -s INT -k 10 "$(budget 100)" "$py" benchmarks/adapter_gpu.py --jsonl "$o
   > "$out/adapter-gpu.md" 2>&1
 rc=$?; stage "adapter op timings" "$( [ $rc -eq 0 ] && echo ok || echo "exit $rc") ($(wc -l < "$out/runs/adapter-gpu.jsonl" \
   2>/dev/null || echo 0) cases; see adapter-gpu.md)"
+[ -s "$out/runs/adapter-gpu.jsonl" ] && "$py" benchmarks/result_file.py adapter "$out/runs/adapter-gpu.jsonl" \
+  --command "python benchmarks/adapter_gpu.py" --out "$out/runs" > /dev/null 2>> "$out/adapter-gpu.md"
 }
 
 # 2b. the fused losses' GPU targets: itc_loss at N=65536 under 1 GiB extra, N=16384 against eager (and Inf-CL);
@@ -141,6 +143,9 @@ want autotune && {
 timeout -s INT -k 10 "$(budget 150)" "$py" benchmarks/adapter_gpu.py --shapes 18464x256 --rounds 3 --max-autotune \
   --jsonl "$out/runs/adapter-gpu-max-autotune.jsonl" > "$out/adapter-gpu-max-autotune.md" 2>&1
 rc=$?; stage "adapter vs max-autotune" "$( [ $rc -eq 0 ] && echo ok || echo "exit $rc") (see adapter-gpu-max-autotune.md)"
+[ -s "$out/runs/adapter-gpu-max-autotune.jsonl" ] && "$py" benchmarks/result_file.py adapter \
+  "$out/runs/adapter-gpu-max-autotune.jsonl" --command "python benchmarks/adapter_gpu.py --shapes 18464x256 --rounds 3 \
+--max-autotune" --out "$out/runs" > /dev/null 2>> "$out/adapter-gpu-max-autotune.md"
 }
 
 # 4. GPU benchmark suites, one run per implementation: pytest-benchmark writes its JSON only when a run ends
