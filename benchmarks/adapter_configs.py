@@ -70,11 +70,12 @@ def phase_calls(tokens, width, r, dtype, device):
 
 
 def sweep(tokens, width, r, dtype, device, deadline, limit, out):
-    """Times every candidate of both phases at one (r, dtype); returns {phase: (winner, us, table's us)}."""
+    """Times every candidate of both phases at one (r, dtype); returns {phase: (winner, us, table's, its us)}."""
     table_key, rounded = dtype == torch.float32, adapter_fused.block_r(r)
     calls = phase_calls(tokens, width, r, dtype, device)
     winners = {}
     for backward, call in zip((False, True), calls):
+        phase = "backward" if backward else "forward"
         table = adapter_fused.BACKWARD_BLOCKS if backward else adapter_fused.FORWARD_BLOCKS
         recorded = table[table_key][rounded]
         timed = {}
@@ -92,13 +93,13 @@ def sweep(tokens, width, r, dtype, device, deadline, limit, out):
                 table[table_key][rounded] = recorded
                 adapter_fused.blocks.cache_clear()
             out.write(json.dumps({"r": r, "width": width, "tokens": tokens, "dtype": str(dtype).split(".")[-1],
-                                  "phase": "backward" if backward else "forward", "config": config,
+                                  "phase": phase, "config": config,
                                   "us": timed[config]}) + "\n")
             out.flush()
         ok = {c: us for c, us in timed.items() if us is not None}
         if ok:
             best = min(ok, key=ok.get)
-            winners["backward" if backward else "forward"] = (best, ok[best], ok.get(recorded))
+            winners[phase] = (best, ok[best], recorded, ok.get(recorded))
     return winners
 
 
@@ -119,11 +120,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     with open(args.jsonl, "a") as out:
         for name, r in itertools.product(args.dtypes.split(","), map(int, args.bottlenecks.split(","))):
-            dtype = DTYPES[name]
-            for phase, (best, us, recorded_us) in sweep(args.tokens, args.width, r, dtype, device, deadline,
-                                                        args.limit, out).items():
-                table = adapter_fused.BACKWARD_BLOCKS if phase == "backward" else adapter_fused.FORWARD_BLOCKS
-                recorded = table[dtype == torch.float32][adapter_fused.block_r(r)]
+            for phase, (best, us, recorded, recorded_us) in sweep(args.tokens, args.width, r, DTYPES[name], device,
+                                                                  deadline, args.limit, out).items():
                 print(f"| {r} | {name} | {phase} | {best} | {us:.1f} | {recorded} | "
                       f"{'-' if recorded_us is None else f'{recorded_us:.1f}'} |")
     return 0

@@ -14,7 +14,8 @@ import triton
 import triton.language as tl
 
 BLOCK_C = 32  # 3r + D = 1536 columns at r = 256, D = 768: 48 programs
-CHUNK = 64  # rows per step: a (64, 32) float32 tile is 16 registers a thread on 4 warps
+CHUNK = 64  # rows per step: a (64, 32) float32 tile is 16 registers a thread on NUM_WARPS = 4
+NUM_WARPS = 4
 
 
 @triton.jit
@@ -43,4 +44,4 @@ def finish(partial: torch.Tensor, r: int, grad_weight, grad_bias, grad_h_sum, gr
         raise ValueError(f"fastadapter triton: partial sums of shape {tuple(partial.shape)} do not match r = {r}")
     _column_sums_kernel[(triton.cdiv(columns, BLOCK_C),)](
         partial, rows, columns, r, grad_weight, grad_bias, grad_h_sum, grad_weight if grad_up is None else grad_up,
-        HAS_U=grad_up is not None, BLOCK_C=BLOCK_C, CHUNK=CHUNK, num_warps=4)
+        HAS_U=grad_up is not None, BLOCK_C=BLOCK_C, CHUNK=CHUNK, num_warps=NUM_WARPS)

@@ -142,7 +142,7 @@ def column_sums_launch(dtype, has_up):
 
     return (c._column_sums_kernel, dict(P="fp32", GRAD_W=dtype, GRAD_B=dtype, GRAD_H_SUM=dtype, GRAD_U=dtype),
             dict(rows="i32", columns="i32", r="i32"), dict(HAS_U=has_up, BLOCK_C=c.BLOCK_C, CHUNK=c.CHUNK),
-            dict(num_warps=4))
+            dict(num_warps=c.NUM_WARPS))
 
 
 def compile_launches(capability, launches):

@@ -32,6 +32,10 @@ deadline=${FASTADAPTER_GPU_DEADLINE_S:-415}
 elapsed() { echo $(( $(date +%s) - start )); }
 budget() { local left=$(( deadline - $(elapsed) )); echo $(( left < $1 ? (left > 0 ? left : 1) : $1 )); }
 stage() { printf '%-26s %s (at %ss)\n' "$1" "$2" "$(elapsed)" | tee -a "$out/summary.txt"; pack; }
+# A stage's raw results as result records under runs/ (benchmarks/result_file.py KIND), errors to its log.
+records() { local kind=$1 file=$2 command=$3 log=$4
+  [ -s "$file" ] && "$py" benchmarks/result_file.py "$kind" "$file" --command "$command" --out "$out/runs" > /dev/null \
+    2>> "$log"; }
 # The last line pytest printed, or why there is none.
 verdict() { [ "$1" -eq 124 ] && echo "TIMED OUT: $(grep -cE 'PASSED|FAILED|ERROR' "$2" || true) results logged" \
   || tail -1 "$2"; }
@@ -93,10 +97,10 @@ fi
 want adapter && {
 timeout -s INT -k 10 "$(budget 100)" "$py" benchmarks/adapter_gpu.py --jsonl "$out/runs/adapter-gpu.jsonl" \
   > "$out/adapter-gpu.md" 2>&1
-rc=$?; stage "adapter op timings" "$( [ $rc -eq 0 ] && echo ok || echo "exit $rc") ($(wc -l < "$out/runs/adapter-gpu.jsonl" \
+rc=$?
+records adapter "$out/runs/adapter-gpu.jsonl" "python benchmarks/adapter_gpu.py" "$out/adapter-gpu.md"
+stage "adapter op timings" "$( [ $rc -eq 0 ] && echo ok || echo "exit $rc") ($(wc -l < "$out/runs/adapter-gpu.jsonl" \
   2>/dev/null || echo 0) cases; see adapter-gpu.md)"
-[ -s "$out/runs/adapter-gpu.jsonl" ] && "$py" benchmarks/result_file.py adapter "$out/runs/adapter-gpu.jsonl" \
-  --command "python benchmarks/adapter_gpu.py" --out "$out/runs" > /dev/null 2>> "$out/adapter-gpu.md"
 }
 
 # 2b. the fused losses' GPU targets: itc_loss at N=65536 under 1 GiB extra, N=16384 against eager (and Inf-CL);
@@ -117,11 +121,11 @@ rc=$?; stage "losses (itm)" "$( [ $rc -eq 0 ] && grep -c 'x eager' "$out/losses-
 # 3. the paper's comparison (each mode in its own process; a failing mode is reported, the others kept)
 want bench && {
 timeout -s INT -k 10 "$(budget 180)" "$py" -m fastadapter.cli bench --preset gpu --out "$out" > "$out/bench.md" 2> "$out/bench.err"
-rc=$?; stage "fastadapter bench" "$( { [ $rc -eq 124 ] && echo 'TIMED OUT'; } || { [ -s "$out/bench.json" ] && \
-  echo "exit $rc, bench.json written"; } || echo "FAILED (see bench.err)")"
+rc=$?
 # its verdicts as result records (benchmarks/result_file.py), for benchmarks/results/runs/ and results_page.py
-[ -s "$out/bench.json" ] && "$py" benchmarks/result_file.py bench "$out/bench.json" \
-  --command "fastadapter bench --preset gpu" --out "$out/runs" > /dev/null 2>> "$out/bench.err"
+records bench "$out/bench.json" "fastadapter bench --preset gpu" "$out/bench.err"
+stage "fastadapter bench" "$( { [ $rc -eq 124 ] && echo 'TIMED OUT'; } || { [ -s "$out/bench.json" ] && \
+  echo "exit $rc, bench.json written"; } || echo "FAILED (see bench.err)")"
 }
 
 # 3b. the lean backbone (#19) at the GPU preset: peak (c-lean)/(a) <= 1 (the paper's memory claim for adapters in
@@ -129,11 +133,10 @@ rc=$?; stage "fastadapter bench" "$( { [ $rc -eq 124 ] && echo 'TIMED OUT'; } ||
 want lean && {
 timeout -s INT -k 10 "$(budget 150)" "$py" -m fastadapter.cli bench --preset gpu --modes a,b,c-lean --pairs c-lean/b \
   --out "$out/lean" > "$out/lean.md" 2> "$out/lean.err"
-rc=$?; stage "bench (lean backbone)" "$( [ -s "$out/lean/bench.json" ] && grep -E '^\| c-lean/(a|b) ' "$out/lean.md" \
+rc=$?
+records bench "$out/lean/bench.json" "fastadapter bench --preset gpu --modes a,b,c-lean --pairs c-lean/b" "$out/lean.err"
+stage "bench (lean backbone)" "$( [ -s "$out/lean/bench.json" ] && grep -E '^\| c-lean/(a|b) ' "$out/lean.md" \
   | tr '\n' ' ' || echo "exit $rc (see lean.err)")"
-[ -s "$out/lean/bench.json" ] && "$py" benchmarks/result_file.py bench "$out/lean/bench.json" \
-  --command "fastadapter bench --preset gpu --modes a,b,c-lean --pairs c-lean/b" --out "$out/runs" > /dev/null \
-  2>> "$out/lean.err"
 }
 
 # 3c. the adapter op against torch.compile(mode="max-autotune-no-cudagraphs") at T = 18464, r = 256, side by side
@@ -142,10 +145,10 @@ rc=$?; stage "bench (lean backbone)" "$( [ -s "$out/lean/bench.json" ] && grep -
 want autotune && {
 timeout -s INT -k 10 "$(budget 150)" "$py" benchmarks/adapter_gpu.py --shapes 18464x256 --rounds 3 --max-autotune \
   --jsonl "$out/runs/adapter-gpu-max-autotune.jsonl" > "$out/adapter-gpu-max-autotune.md" 2>&1
-rc=$?; stage "adapter vs max-autotune" "$( [ $rc -eq 0 ] && echo ok || echo "exit $rc") (see adapter-gpu-max-autotune.md)"
-[ -s "$out/runs/adapter-gpu-max-autotune.jsonl" ] && "$py" benchmarks/result_file.py adapter \
-  "$out/runs/adapter-gpu-max-autotune.jsonl" --command "python benchmarks/adapter_gpu.py --shapes 18464x256 --rounds 3 \
---max-autotune" --out "$out/runs" > /dev/null 2>> "$out/adapter-gpu-max-autotune.md"
+rc=$?
+records adapter "$out/runs/adapter-gpu-max-autotune.jsonl" \
+  "python benchmarks/adapter_gpu.py --shapes 18464x256 --rounds 3 --max-autotune" "$out/adapter-gpu-max-autotune.md"
+stage "adapter vs max-autotune" "$( [ $rc -eq 0 ] && echo ok || echo "exit $rc") (see adapter-gpu-max-autotune.md)"
 }
 
 # 4. GPU benchmark suites, one run per implementation: pytest-benchmark writes its JSON only when a run ends
